@@ -1,0 +1,231 @@
+"""The ``waap`` command: a thin layer over the library that parses options, shows progress and picks exit codes.
+
+Exit codes: 0 profiling worked (every run complete) · 1 profiling failed or a run is partial · 2 invalid input ·
+3 Docker engine unreachable · 130 interrupted before any run finished.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any, Dict, List, Optional, Sequence, TextIO
+
+from . import __version__
+from .doctor import diagnose
+from .engine import connect
+from .errors import DockerUnavailable, SpecError, WaapError
+from .hostpath import detect_mapper
+from .images import PULL_POLICIES, PullProgress
+from .profile import Profile
+from .reaper import Reaped, reap
+from .runner import Observer, RunInfo, RunResult, Runner, SessionResult
+from .spec import load_profile, profile_from_args
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DOCKER, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+class ConsoleObserver(Observer):
+    """Live progress: a rewritten status line on a terminal, a line every ``every_s`` seconds otherwise."""
+
+    def __init__(self, out: TextIO, *, quiet: bool = False, every_s: float = 10.0) -> None:
+        self.out = out
+        self.quiet = quiet
+        self.tty = out.isatty()
+        self.every_s = every_s
+        self._last_line = 0.0
+        self._pull_shown = 0.0
+        self._open_line = False
+
+    def _print(self, text: str) -> None:
+        if self._open_line:
+            self.out.write("\n")
+            self._open_line = False
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    def _status(self, text: str) -> None:
+        if self.quiet:
+            return
+        if self.tty:
+            self.out.write("\r\033[K" + text)
+            self.out.flush()
+            self._open_line = True
+        elif time.monotonic() - self._last_line >= self.every_s:
+            self._print(text)
+            self._last_line = time.monotonic()
+
+    def reaped(self, items: List[Reaped]) -> None:
+        for item in items:
+            self._print(f"cleaned up {item.kind} {item.name} of run {item.run_id or '?'}: {item.why}")
+
+    def pull_progress(self, progress: PullProgress) -> None:
+        now = time.monotonic()
+        if now - self._pull_shown < 0.5 and self.tty is False:
+            return
+        self._pull_shown = now
+        mb_done, mb_total = progress.bytes_done / 1e6, progress.bytes_total / 1e6
+        self._status(f"pulling {progress.image}: {progress.layers_done}/{len(progress.layers)} layers, "
+                     f"{mb_done:.1f}/{mb_total:.1f} MB  {progress.status}")
+
+    def run_started(self, run: RunInfo) -> None:
+        args = " ".join(run.target.args) or "(image default)"
+        self._print(f"[{run.run_number}/{run.runs_total}] {run.path.name}: args {args}")
+        self._last_line = time.monotonic()
+
+    def tick(self, run: RunInfo, elapsed_s: float) -> None:
+        limit = f"{run.target.timeout_s:g}s" if run.target.timeout_s > 0 else "no timeout"
+        self._status(f"  running  {elapsed_s:6.1f}s / {limit}")
+
+    def event(self, run: RunInfo, kind: str, fields: Dict[str, Any]) -> None:
+        if kind == "signal_sent":
+            self._print(f"  sent {fields['signal']} ({fields['reason']})")
+        elif kind in ("error", "warning"):
+            self._print(f"  {kind}: {fields.get('message')}")
+
+    def run_finished(self, result: RunResult) -> None:
+        code = "-" if result.exit_code is None else str(result.exit_code)
+        self._print(f"  {result.status}: {result.stop_reason}, exit code {code}, {result.duration_s:.1f}s")
+
+
+def _add_run_parser(sub: Any) -> None:
+    p = sub.add_parser("run", help="profile a plugin image on the local Docker engine",
+                       description="Run a plugin image under WaAP on the local Docker engine and write run "
+                                   "directories under --output. Give a profile file, or --image with --args.")
+    p.add_argument("--profile", "-f", type=Path, help="profile YAML, or an ECR sage.yaml with a profiling: section")
+    p.add_argument("--image", help="the app image (overrides the profile's)")
+    p.add_argument("--args", dest="app_args", help="app arguments, split like a shell would (never run by one)")
+    p.add_argument("--timeout", help="seconds before the app is stopped (0 = none)")
+    p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="app environment (repeatable)")
+    p.add_argument("--metrics", help="comma-separated collector names")
+    p.add_argument("--interval", help="sampling interval in seconds")
+    p.add_argument("--repeat", help="runs per target")
+    p.add_argument("--grace", help="seconds between SIGINT and SIGTERM at the timeout")
+    p.add_argument("--memory", help="memory limit of the app container, e.g. 512m")
+    p.add_argument("--cpus", help="CPU limit of the app container, e.g. 1.5")
+    p.add_argument("--output", "-o", type=Path, default=Path("results"), help="results folder (default: ./results)")
+    p.add_argument("--pull", choices=PULL_POLICIES, default="missing", help="when to pull the image")
+    p.add_argument("--quiet", "-q", action="store_true", help="no live progress")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="waap", description="WaAP, the Waggle Application Profiler.")
+    parser.add_argument("--version", action="version", version=f"waap {__version__}")
+    parser.add_argument("--docker-host", help="Docker engine address (default: $DOCKER_HOST or the local socket)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_run_parser(sub)
+    sub.add_parser("doctor", help="report what this machine can profile")
+    sub.add_parser("reap", help="remove containers and networks left behind by runners that died")
+    return parser
+
+
+def _profile_from(ns: argparse.Namespace) -> Profile:
+    overrides = {k: getattr(ns, k) for k in ("app_args", "timeout", "metrics", "interval", "repeat", "grace",
+                                             "memory", "cpus")}
+    if ns.profile is not None:
+        given = [f"--{k.replace('app_', '')}" for k, v in overrides.items() if v is not None] + (
+            ["--env"] if ns.env else [])
+        if given:
+            raise SpecError(f"{', '.join(given)} cannot be combined with --profile: put them in the profile file")
+        return load_profile(ns.profile, image=ns.image)
+    if not ns.image:
+        raise SpecError("give a profile (--profile FILE) or an image (--image IMG)")
+    metrics = [m.strip() for m in ns.metrics.split(",") if m.strip()] if ns.metrics else None
+    return profile_from_args(
+        image=ns.image, args=ns.app_args or "", timeout=ns.timeout or 0, env=ns.env, metrics=metrics,
+        interval=ns.interval, repeat=ns.repeat, grace=ns.grace, memory=ns.memory, cpus=ns.cpus,
+    )
+
+
+def _summary(session: SessionResult, out: TextIO) -> None:
+    out.write("\nSummary\n")
+    rows = [("run", "status", "stop reason", "exit code", "duration")]
+    for r in session.runs:
+        rows.append((r.info.path.name, r.status, r.stop_reason, "-" if r.exit_code is None else str(r.exit_code),
+                     f"{r.duration_s:.1f}s"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        out.write("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() + "\n")
+    for r in session.runs:
+        if r.error:
+            out.write(f"  {r.info.path.name}: {r.error}\n")
+    out.write(f"Results: {session.path}\n")
+
+
+def _cmd_run(ns: argparse.Namespace, out: TextIO) -> int:
+    profile = _profile_from(ns)
+    client = connect(ns.docker_host)
+    observer = ConsoleObserver(out, quiet=ns.quiet)
+    runner = Runner(client, output_root=ns.output, observer=observer, path_mapper=detect_mapper(client),
+                    pull_policy=ns.pull)
+    interrupts = 0
+
+    def on_signal(signum: int, _frame: Optional[FrameType]) -> None:
+        nonlocal interrupts
+        interrupts += 1
+        if interrupts > 1:
+            raise KeyboardInterrupt
+        runner.request_stop("interrupted")
+        out.write(f"\n{signal.Signals(signum).name}: stopping the app (again to abandon it)\n")
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        out.write(f"waap {__version__}: profiling {profile.image} from {profile.source}\n")
+        session = runner.run_session(profile)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    _summary(session, out)
+    if interrupts and not session.runs:
+        return EXIT_INTERRUPTED
+    return EXIT_OK if session.ok else EXIT_FAILED
+
+
+def _cmd_doctor(ns: argparse.Namespace, out: TextIO) -> int:
+    findings = diagnose(ns.docker_host)
+    for f in findings:
+        mark = "ok " if f.ok else ("ERR" if f.required else " - ")
+        out.write(f"[{mark}] {f.name:<11} {f.detail}\n")
+        if not f.ok and f.hint:
+            out.write(f"      {'':<11} fix: {f.hint}\n")
+    return EXIT_OK if all(f.ok for f in findings if f.required) else EXIT_FAILED
+
+
+def _cmd_reap(ns: argparse.Namespace, out: TextIO) -> int:
+    items = reap(connect(ns.docker_host))
+    for item in items:
+        out.write(f"removed {item.kind} {item.name} (run {item.run_id or '?'}): {item.why}\n")
+    out.write(f"{len(items)} leftover object(s) removed\n")
+    return EXIT_OK
+
+
+def main(argv: Optional[Sequence[str]] = None, *, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    commands = {"run": _cmd_run, "doctor": _cmd_doctor, "reap": _cmd_reap}
+    if ns.command is None:
+        parser.print_help(out)
+        return EXIT_USAGE
+    try:
+        return commands[ns.command](ns, out)
+    except SpecError as e:
+        err.write(f"waap: invalid profile: {e}\n")
+        return EXIT_USAGE
+    except DockerUnavailable as e:
+        err.write(f"waap: {e}\n")
+        return EXIT_DOCKER
+    except WaapError as e:
+        err.write(f"waap: {e}\n")
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        err.write("waap: interrupted\n")
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

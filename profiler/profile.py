@@ -1,0 +1,54 @@
+"""The validated profile: what to run and how to measure it. Built by ``profiler.spec`` from YAML or CLI values."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping, Optional, Tuple
+
+__all__ = ["DEFAULT_GRACE_S", "DEFAULT_INTERVAL_S", "KNOWN_METRICS", "Limits", "Profile", "Target"]
+
+DEFAULT_INTERVAL_S = 1.0
+DEFAULT_GRACE_S = 10.0
+
+# Metric collectors a profile may name. The seed's names come first; the measurement work adds the collectors.
+KNOWN_METRICS: Tuple[str, ...] = ("system", "gpu-summary", "container", "custom")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits applied to the app container (None = the engine's default, i.e. unlimited)."""
+
+    memory_bytes: Optional[int] = None
+    cpus: Optional[float] = None
+    pids: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class Target:
+    """One way to run the app: its arguments (an argv list, never a shell string), timeout and environment."""
+
+    args: Tuple[str, ...] = ()
+    timeout_s: float = 0.0  # 0 = no timeout: the app ends by itself
+    env: Mapping[str, str] = field(default_factory=dict)
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A complete, validated profiling request."""
+
+    image: str
+    targets: Tuple[Target, ...]
+    metrics: Tuple[str, ...] = ("system",)
+    interval_s: float = DEFAULT_INTERVAL_S
+    repeat: int = 1
+    env: Mapping[str, str] = field(default_factory=dict)  # common to every target; a target's env wins
+    grace_s: float = DEFAULT_GRACE_S  # after SIGINT, before SIGTERM
+    limits: Limits = field(default_factory=Limits)
+    source: str = "<command line>"  # where the profile came from, for messages and the manifest
+
+    def target_env(self, target: Target) -> dict[str, str]:
+        """The environment a target runs with: the profile's, overridden by the target's."""
+        merged = dict(self.env)
+        merged.update(target.env)
+        return merged

@@ -1,0 +1,323 @@
+"""One profiling session: every target of a profile, ``repeat`` times, each run in a run directory of its own,
+grouped under a session folder. This is the agent half of the pipeline; ``waap run`` calls it directly."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import docker
+
+from . import __version__
+from .app import DEFAULT_LOG_LIMIT, AppContainer, AppOutcome, AppSettings, sanitize_output
+from .device import device_facts
+from .errors import RunDirError, WaapError
+from .hostpath import PathMapper
+from .identity import RunnerIdentity, labels_for
+from .images import ImageInfo, PullProgress, ensure_image
+from .profile import Profile, Target
+from .reaper import Reaped, reap
+from .rundir import RunDir, now_ns, write_json_atomic
+
+__all__ = ["Observer", "RunInfo", "RunResult", "Runner", "SessionResult", "new_session_id"]
+
+SESSION_FILE = "session.json"
+DEADLINE_MARGIN_S = 120  # beyond timeout + grace: when a reaper may call a still-running container orphaned
+
+
+def new_session_id() -> str:
+    return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.") or "target"
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    run_id: str
+    path: Path
+    target: Target
+    target_index: int  # 1-based
+    repeat_index: int  # 1-based
+    runs_total: int
+    run_number: int  # 1-based position in the session
+
+
+@dataclass(frozen=True)
+class RunResult:
+    info: RunInfo
+    status: str  # complete, partial or failed
+    stop_reason: str
+    exit_code: Optional[int]
+    duration_s: float
+    error: Optional[str] = None
+
+
+@dataclass
+class SessionResult:
+    session_id: str
+    path: Path
+    image: Optional[ImageInfo]
+    runs: List[RunResult] = field(default_factory=list)
+    reaped: List[Reaped] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.runs) and all(r.status == "complete" for r in self.runs)
+
+
+class Observer:
+    """What a front end (the CLI, a test) hears during a session. Every method may be left as it is."""
+
+    def reaped(self, items: List[Reaped]) -> None: ...
+
+    def pull_progress(self, progress: PullProgress) -> None: ...
+
+    def run_started(self, run: RunInfo) -> None: ...
+
+    def tick(self, run: RunInfo, elapsed_s: float) -> None: ...
+
+    def event(self, run: RunInfo, kind: str, fields: Dict[str, Any]) -> None: ...
+
+    def run_finished(self, result: RunResult) -> None: ...
+
+
+class Runner:
+    """Runs profiling sessions on one Docker engine."""
+
+    def __init__(
+        self,
+        client: docker.DockerClient,
+        *,
+        output_root: Path,
+        observer: Optional[Observer] = None,
+        path_mapper: Optional[PathMapper] = None,
+        pull_policy: str = "missing",
+        log_limit: int = DEFAULT_LOG_LIMIT,
+    ) -> None:
+        self.client = client
+        self.output_root = output_root
+        self.observer = observer or Observer()
+        self.path_mapper = path_mapper or PathMapper()
+        self.pull_policy = pull_policy
+        self.log_limit = log_limit
+        self.identity = RunnerIdentity.current()
+        self._stop_reason: Optional[str] = None
+        self._lock = threading.Lock()
+
+    def request_stop(self, reason: str = "interrupted") -> None:
+        """Ask the session to stop the app now (SIGINT, grace, …) and start no further run. Thread- and
+        signal-handler-safe."""
+        with self._lock:
+            self._stop_reason = self._stop_reason or reason
+
+    def _should_stop(self) -> Optional[str]:
+        return self._stop_reason
+
+    # -- a session -------------------------------------------------------------------------------------------
+    def run_session(self, profile: Profile) -> SessionResult:
+        session_id = new_session_id()
+        session_path = self.output_root / session_id
+        try:
+            session_path.mkdir(parents=True)
+        except OSError as e:
+            raise RunDirError(f"cannot create the results folder {session_path}: {e.strerror or e}") from e
+        result = SessionResult(session_id=session_id, path=session_path, image=None)
+        result.reaped = reap(self.client)
+        if result.reaped:
+            self.observer.reaped(result.reaped)
+        self._write_session(result, profile, finished=False)
+        result.image = ensure_image(
+            self.client, profile.image, policy=self.pull_policy, on_progress=self.observer.pull_progress
+        )
+        device = device_facts(self.client)
+        total = len(profile.targets) * profile.repeat
+        number = 0
+        for t_index, target in enumerate(profile.targets, 1):
+            for rep in range(1, profile.repeat + 1):
+                if self._should_stop():
+                    break
+                number += 1
+                name = f"{_slug(target.name or f'target{t_index}')}-r{rep}"
+                info = RunInfo(
+                    run_id=f"{session_id}.{name}",
+                    path=session_path / name,
+                    target=target,
+                    target_index=t_index,
+                    repeat_index=rep,
+                    runs_total=total,
+                    run_number=number,
+                )
+                run = self._run_one(profile, info, result.image, device, container_name=f"waap-{session_id}-{name}")
+                result.runs.append(run)
+                self.observer.run_finished(run)
+                self._write_session(result, profile, finished=False)
+        self._write_session(result, profile, finished=True)
+        return result
+
+    def _write_session(self, result: SessionResult, profile: Profile, *, finished: bool) -> None:
+        write_json_atomic(
+            result.path / SESSION_FILE,
+            {
+                "session_id": result.session_id,
+                "profile_source": profile.source,
+                "image": profile.image,
+                "runs_planned": len(profile.targets) * profile.repeat,
+                "runs": [
+                    {"run_id": r.info.run_id, "dir": r.info.path.name, "status": r.status, "stop_reason": r.stop_reason}
+                    for r in result.runs
+                ],
+                "finished": finished,
+                "interrupted": self._stop_reason is not None,
+            },
+        )
+
+    # -- one run ---------------------------------------------------------------------------------------------
+    def _run_one(
+        self, profile: Profile, info: RunInfo, image: ImageInfo, device: Dict[str, Any], *, container_name: str
+    ) -> RunResult:
+        run_dir = RunDir(info.path)
+        run_dir.output.chmod(0o777)  # the app may run as any user inside its container
+        target = info.target
+        env = profile.target_env(target)
+        env.update(WAAP_RUN_ID=info.run_id, WAAP_OUTPUT_DIR="/app/profiling_output")
+        timeout = target.timeout_s
+        deadline = time.time() + timeout + profile.grace_s + DEADLINE_MARGIN_S if timeout > 0 else 0
+        run_dir.start(self._manifest(profile, info, image, device, env))
+
+        def on_event(kind: str, **fields: Any) -> None:
+            run_dir.event(kind, **fields)
+            self.observer.event(info, kind, fields)
+
+        app = AppContainer(
+            self.client,
+            AppSettings(
+                image=image.id,
+                name=container_name,
+                args=target.args,
+                env=env,
+                labels=labels_for(
+                    self.identity,
+                    run_id=info.run_id,
+                    session_id=info.run_id.split(".")[0],
+                    run_dir=str(info.path.resolve()),
+                    deadline_s=deadline,
+                ),
+                output_host_path=self.path_mapper.to_host(run_dir.output),
+                limits=profile.limits,
+                log_limit=self.log_limit,
+            ),
+            on_event=on_event,
+        )
+        self.observer.run_started(info)
+        on_event("run_started", run_id=info.run_id)
+        outcome: Optional[AppOutcome] = None
+        error: Optional[str] = None
+        started = False
+        try:
+            app.create()
+            app.start(run_dir.app_log)
+            started = True
+            outcome = app.wait(
+                timeout_s=timeout,
+                grace_s=profile.grace_s,
+                on_tick=lambda elapsed: self.observer.tick(info, elapsed),
+                should_stop=self._should_stop,
+            )
+        except WaapError as e:
+            error = str(e)
+            on_event("error", message=error)
+        except BaseException:
+            # a second Ctrl-C or a bug: never leave the app running or the manifest unfinished
+            self._abandon(app, run_dir, info)
+            raise
+        finally:
+            if outcome is None and started:
+                self._kill_quietly(app)
+            app.remove()
+        return self._finish(run_dir, info, outcome, error)
+
+    def _finish(
+        self, run_dir: RunDir, info: RunInfo, outcome: Optional[AppOutcome], error: Optional[str]
+    ) -> RunResult:
+        removed = sanitize_output(run_dir.output)
+        if removed:
+            run_dir.event("output_sanitized", removed=removed)
+        if outcome is None:
+            status, reason, code, duration = "failed", "error", None, 0.0
+            fields: Dict[str, Any] = {}
+        else:
+            reason, code, duration = outcome.stop_reason, outcome.exit_code, outcome.duration_s
+            status = "partial" if reason == "interrupted" or error else "complete"
+            fields = {
+                "start_ns": outcome.started_ns,
+                "end_ns": outcome.ended_ns,
+                "started_at": _iso(outcome.started_ns),
+                "ended_at": _iso(outcome.ended_ns),
+                "duration_s": round(duration, 3),
+                "oom_killed": outcome.oom_killed,
+                "signals_sent": outcome.signals_sent,
+                "log": {"bytes": outcome.log_bytes, "bytes_dropped": outcome.log_bytes_dropped,
+                        "truncated": outcome.log_bytes_dropped > 0},
+            }
+        run_dir.event("run_finished", status=status, stop_reason=reason)
+        run_dir.finish(status, stop_reason=reason, exit_code=code, error=error, **fields)
+        return RunResult(info=info, status=status, stop_reason=reason, exit_code=code, duration_s=duration,
+                         error=error)
+
+    def _abandon(self, app: AppContainer, run_dir: RunDir, info: RunInfo) -> None:
+        self._kill_quietly(app)
+        app.remove()
+        try:
+            run_dir.event("run_abandoned")
+            run_dir.finish("partial", stop_reason="interrupted", error="the profiler was stopped before the run ended")
+        except RunDirError:
+            pass
+
+    @staticmethod
+    def _kill_quietly(app: AppContainer) -> None:
+        if app.container is None:
+            return
+        try:
+            app.container.kill(signal="SIGKILL")
+        except docker.errors.DockerException:
+            pass
+
+    def _manifest(
+        self, profile: Profile, info: RunInfo, image: ImageInfo, device: Dict[str, Any], env: Dict[str, str]
+    ) -> Dict[str, Any]:
+        target = info.target
+        return {
+            "run_id": info.run_id,
+            "session_id": info.run_id.split(".")[0],
+            "profiler": {"name": "waap", "version": __version__},
+            "profile_source": profile.source,
+            "app": {"image": profile.image, "image_id": image.id, "digest": image.digest, "args": list(target.args),
+                    "env": env},
+            "target": {"name": target.name, "index": info.target_index, "repeat_index": info.repeat_index,
+                       "timeout_s": target.timeout_s, "grace_s": profile.grace_s},
+            "limits": {"memory_bytes": profile.limits.memory_bytes, "cpus": profile.limits.cpus,
+                       "pids": profile.limits.pids},
+            "interval_s": profile.interval_s,
+            "metrics": list(profile.metrics),
+            "collectors": [
+                {"name": m, "status": "unavailable", "reason": "no collector for this metric in this WaAP version"}
+                for m in profile.metrics
+            ],
+            "device": device,
+            "runner": {"in_container": self.path_mapper.in_container, "pid": self.identity.pid},
+            "created_ns": now_ns(),
+            "stop_reason": None,
+            "exit_code": None,
+        }
+
+
+def _iso(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# Build the local images WaAP's demo and tests use, each only when it is missing or its inputs changed:
+#   waap-base:bookworm           minimal Debian bookworm + python3 (mmdebstrap -> docker import)
+#   waap-demo-objcounter:latest  the demo plugin (examples/objcounter)
+#   waap-profiler:latest         the profiler itself, for running WaAP in a container (docker/Dockerfile)
+# Each image carries a label with a hash of its inputs (files, build arguments, base image id); an image
+# whose label does not match is rebuilt.
+# Usage: scripts/build-images.sh [--force] [base|demo|profiler]...   (no names = all three)
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$WAAP_ROOT"
+
+force=0
+want=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --force) force=1 ;;
+    base | demo | profiler) want+=("$1") ;;
+    -h | --help) sed -n '2,8p' "$0"; exit 0 ;;
+    *) die "unknown argument '$1' (see --help)" ;;
+    esac
+    shift
+done
+[ "${#want[@]}" -gt 0 ] || want=(base demo profiler)
+wanted() { [[ " ${want[*]} " == *" $1 "* ]]; }
+
+HASH_LABEL=org.waggle.waap.inputs
+BASE_SUITE=bookworm
+BASE_PACKAGES=python3,python3-venv,procps,ca-certificates
+# merged /usr through the hook, as debootstrap does it; without it apt picks the usrmerge package, which
+# drags about 50 MB of Perl into the image
+BASE_HOOK_DIR=/usr/share/mmdebstrap/hooks/merged-usr
+# leave documentation, manual pages and translations out of the base image
+BASE_DPKG_OPTS=(
+    --dpkgopt='path-exclude=/usr/share/man/*'
+    --dpkgopt='path-exclude=/usr/share/locale/*'
+    --dpkgopt='path-include=/usr/share/locale/locale.alias'
+    --dpkgopt='path-exclude=/usr/share/doc/*'
+    --dpkgopt='path-include=/usr/share/doc/*/copyright'
+    --dpkgopt='path-exclude=/usr/share/info/*'
+)
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/waap-build.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+
+label_of() { docker image inspect -f "{{ index .Config.Labels \"$HASH_LABEL\" }}" "$1" 2>/dev/null || true; }
+image_id() { docker image inspect -f '{{.Id}}' "$1"; }
+# hash_inputs STRING FILE...: one hash over a string and the names and contents of files
+hash_inputs() {
+    local extra=$1
+    shift
+    { printf '%s\n' "$extra"; for f in "$@"; do printf '%s\n' "$f"; cat "$f"; done; } | sha256sum | cut -c1-16
+}
+# needs_build IMAGE HASH: true when the image is missing, stale or --force was given
+needs_build() {
+    [ "$force" = 1 ] && return 0
+    image_exists "$1" || return 0
+    if [ "$(label_of "$1")" != "$2" ]; then
+        say "$1 is out of date with its sources"
+        return 0
+    fi
+    say "$1 is up to date"
+    return 1
+}
+elapsed() { echo "$((SECONDS - $1))s"; }
+# quietly STEP CMD...: run CMD with its output in a log; on failure show the log's end and stop
+quietly() {
+    local step=$1 log
+    shift
+    log="$tmp/$(printf '%s' "$step" | tr -c 'A-Za-z0-9' _).log"
+    if ! "$@" >"$log" 2>&1 </dev/null; then
+        printf -- '--- last lines of the output of: %s\n' "$*" >&2
+        tail -n 40 "$log" >&2
+        die "$step failed"
+    fi
+}
+
+ensure_docker
+built=()
+
+# (a) base image ---------------------------------------------------------------------------------------------
+base_hash=$(hash_inputs "$BASE_SUITE $BASE_PACKAGES $BASE_HOOK_DIR ${BASE_DPKG_OPTS[*]}")
+if wanted base || ! image_exists "$WAAP_BASE_IMAGE"; then
+    if needs_build "$WAAP_BASE_IMAGE" "$base_hash"; then
+        command -v mmdebstrap >/dev/null 2>&1 || die "mmdebstrap is not installed (run scripts/setup.sh)"
+        [ "$(id -u)" -eq 0 ] || die "building $WAAP_BASE_IMAGE runs mmdebstrap in root mode: run as root"
+        say "building $WAAP_BASE_IMAGE with mmdebstrap ($BASE_SUITE: $BASE_PACKAGES)"
+        start=$SECONDS
+        [ -d "$BASE_HOOK_DIR" ] || die "$BASE_HOOK_DIR is missing: mmdebstrap >= 1.0 is needed"
+        # no mirror argument: deb.debian.org with bookworm-updates and -security, through this machine's network
+        quietly "mmdebstrap ($BASE_SUITE root file system)" \
+            mmdebstrap --mode=root --variant=apt --hook-dir="$BASE_HOOK_DIR" --include="$BASE_PACKAGES" \
+            "${BASE_DPKG_OPTS[@]}" "$BASE_SUITE" "$tmp/base.tar"
+        quietly "docker import of the $BASE_SUITE root file system" docker import \
+            --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+            --change 'ENV LANG=C.UTF-8' \
+            --change "LABEL $HASH_LABEL=$base_hash" \
+            --change 'CMD ["/bin/bash"]' \
+            --message "mmdebstrap --variant=apt --include=$BASE_PACKAGES $BASE_SUITE" \
+            "$tmp/base.tar" "$WAAP_BASE_IMAGE"
+        rm -f "$tmp/base.tar"
+        docker run --rm "$WAAP_BASE_IMAGE" python3 -c 'import venv' \
+            || die "$WAAP_BASE_IMAGE was built but its python3 does not run"
+        say "built $WAAP_BASE_IMAGE in $(elapsed "$start")"
+        built+=("$WAAP_BASE_IMAGE")
+    fi
+fi
+base_id=$(image_id "$WAAP_BASE_IMAGE")
+
+# (b) demo plugin ----------------------------------------------------------------------------------------------
+if wanted demo; then
+    demo_dir=examples/objcounter
+    demo_hash=$(hash_inputs "$base_id" "$demo_dir/Dockerfile" "$demo_dir/app.py")
+    if needs_build "$WAAP_DEMO_IMAGE" "$demo_hash"; then
+        say "building $WAAP_DEMO_IMAGE from $demo_dir"
+        start=$SECONDS
+        quietly "docker build of $WAAP_DEMO_IMAGE" \
+            docker build --build-arg "BASE_IMAGE=$WAAP_BASE_IMAGE" --label "$HASH_LABEL=$demo_hash" \
+            -t "$WAAP_DEMO_IMAGE" "$demo_dir"
+        say "built $WAAP_DEMO_IMAGE in $(elapsed "$start")"
+        built+=("$WAAP_DEMO_IMAGE")
+    fi
+fi
+
+# (c) profiler image -------------------------------------------------------------------------------------------
+if wanted profiler; then
+    mapfile -t sources < <(
+        find profiler -type f ! -path '*/__pycache__/*' ! -name '*.pyc' | LC_ALL=C sort
+        printf '%s\n' setup.cfg pyproject.toml docker/Dockerfile
+        [ -f README.md ] && echo README.md  # the package's long_description
+    )
+    profiler_hash=$(hash_inputs "$base_id" "${sources[@]}")
+    if needs_build "$WAAP_PROFILER_IMAGE" "$profiler_hash"; then
+        start=$SECONDS
+        say "building $WAAP_PROFILER_IMAGE from docker/Dockerfile (wheels built here, installed offline)"
+        quietly "preparing the profiler build context (scripts/profiler-context.sh)" \
+            bash scripts/profiler-context.sh "$tmp/profiler"
+        quietly "docker build of $WAAP_PROFILER_IMAGE" \
+            docker build --build-arg "BASE_IMAGE=$WAAP_BASE_IMAGE" --label "$HASH_LABEL=$profiler_hash" \
+            -t "$WAAP_PROFILER_IMAGE" "$tmp/profiler"
+        say "built $WAAP_PROFILER_IMAGE in $(elapsed "$start")"
+        built+=("$WAAP_PROFILER_IMAGE")
+    fi
+fi
+
+# the classic builder leaves the first stage behind as a dangling image: drop those of this build
+if [ "${#built[@]}" -gt 0 ]; then
+    docker image prune -f --filter "label=$HASH_LABEL" >/dev/null 2>&1 || true
+fi
+say "images:"
+for image in "$WAAP_BASE_IMAGE" "$WAAP_DEMO_IMAGE" "$WAAP_PROFILER_IMAGE"; do
+    if image_exists "$image"; then
+        printf '    %-32s %s\n' "$image" "$(docker image inspect -f '{{.Size}}' "$image" | numfmt --to=si --suffix=B)"
+    fi
+done
