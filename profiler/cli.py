@@ -22,7 +22,7 @@ from .hostpath import detect_mapper
 from .images import PULL_POLICIES, PullProgress
 from .profile import Profile
 from .reaper import Reaped, reap
-from .runner import Observer, RunInfo, RunResult, Runner, SessionResult
+from .runner import Observer, RunInfo, Runner, RunResult, SessionResult
 from .spec import load_profile, profile_from_args
 
 __all__ = ["main"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 from .engine import connect, engine_address
 from .errors import DockerUnavailable
@@ -48,7 +48,7 @@ def check_cgroups(sys_fs: Path = Path("/sys/fs/cgroup")) -> Finding:
                    "mount cgroups (systemd does this by default); container metrics need them")
 
 
-def check_tegrastats(which: Which = shutil.which, candidates: tuple = ("/usr/bin/tegrastats",)) -> Finding:
+def check_tegrastats(which: Which = shutil.which, candidates: Tuple[str, ...] = ("/usr/bin/tegrastats",)) -> Finding:
     path = which("tegrastats") or next((c for c in candidates if Path(c).is_file()), None)
     if path:
         return Finding("tegrastats", True, f"found at {path}")

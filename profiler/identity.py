@@ -10,9 +10,10 @@ from typing import Dict, Mapping, Optional
 __all__ = [
     "LABEL",
     "LABEL_DEADLINE",
+    "LABEL_RUNNER",
+    "LABEL_RUNNER_CONTAINER",
     "LABEL_RUN_DIR",
     "LABEL_RUN_ID",
-    "LABEL_RUNNER",
     "LABEL_SESSION_ID",
     "RunnerIdentity",
     "deadline_of",
@@ -25,6 +26,7 @@ LABEL_SESSION_ID = "org.waggle.waap.session-id"
 LABEL_RUNNER = "org.waggle.waap.runner"
 LABEL_DEADLINE = "org.waggle.waap.deadline"
 LABEL_RUN_DIR = "org.waggle.waap.run-dir"
+LABEL_RUNNER_CONTAINER = "org.waggle.waap.runner-container"  # set when the runner itself runs in a container
 
 
 @dataclass(frozen=True)
@@ -63,9 +65,15 @@ class RunnerIdentity:
 
 
 def labels_for(
-    runner: RunnerIdentity, *, run_id: str, session_id: str, run_dir: str, deadline_s: float
+    runner: RunnerIdentity,
+    *,
+    run_id: str,
+    session_id: str,
+    run_dir: str,
+    deadline_s: float,
+    runner_container: Optional[str] = None,
 ) -> Dict[str, str]:
-    """Labels for a container or network of one run. ``deadline_s`` is a Unix time after which it is stale (0 = none)."""
+    """Labels for a container or network of one run; ``deadline_s``: Unix time after which it is stale (0 = none)."""
     return {
         LABEL: "1",
         LABEL_RUN_ID: run_id,
@@ -73,6 +81,7 @@ def labels_for(
         LABEL_RUNNER: runner.label(),
         LABEL_DEADLINE: str(int(deadline_s)),
         LABEL_RUN_DIR: run_dir,
+        LABEL_RUNNER_CONTAINER: runner_container or "",
     }
 
 

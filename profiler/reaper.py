@@ -10,13 +10,22 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, List, Mapping, Optional
+from typing import Any, Callable, List, Mapping, Optional
 
 import docker
 import requests
 
+from .app import sanitize_output
 from .errors import DockerError, RunDirError
-from .identity import LABEL, LABEL_RUN_DIR, LABEL_RUN_ID, LABEL_RUNNER, RunnerIdentity, deadline_of
+from .identity import (
+    LABEL,
+    LABEL_RUN_DIR,
+    LABEL_RUN_ID,
+    LABEL_RUNNER,
+    LABEL_RUNNER_CONTAINER,
+    RunnerIdentity,
+    deadline_of,
+)
 from .rundir import EVENTS, JsonlWriter, now_ns, read_manifest, write_json_atomic
 
 __all__ = ["Reaped", "is_orphaned", "reap"]
@@ -30,11 +39,27 @@ class Reaped:
     why: str
 
 
-def is_orphaned(labels: Mapping[str, str], *, now: Optional[float] = None, proc: Path = Path("/proc")) -> Optional[str]:
-    """Why this labelled object is orphaned, or None when its runner may still be using it."""
-    runner = RunnerIdentity.parse(labels.get(LABEL_RUNNER, ""))
-    if runner is not None and runner.is_alive(proc) is False:
-        return f"its runner (pid {runner.pid}) is gone"
+ContainerRunning = Callable[[str], bool]
+
+
+def is_orphaned(
+    labels: Mapping[str, str],
+    *,
+    now: Optional[float] = None,
+    proc: Path = Path("/proc"),
+    container_running: Optional[ContainerRunning] = None,
+) -> Optional[str]:
+    """Why this labelled object is orphaned, or None when its runner may still be using it.
+
+    A runner in a container of its own (another PID namespace) is judged by whether that container still runs."""
+    runner_container = labels.get(LABEL_RUNNER_CONTAINER, "")
+    if runner_container and container_running is not None:
+        if not container_running(runner_container):
+            return f"its runner's container {runner_container[:12]} is gone"
+    else:
+        runner = RunnerIdentity.parse(labels.get(LABEL_RUNNER, ""))
+        if runner is not None and runner.is_alive(proc) is False:
+            return f"its runner (pid {runner.pid}) is gone"
     deadline = deadline_of(labels)
     if deadline > 0 and (now if now is not None else time.time()) > deadline:
         return "its deadline has passed"
@@ -43,11 +68,18 @@ def is_orphaned(labels: Mapping[str, str], *, now: Optional[float] = None, proc:
 
 def reap(client: docker.DockerClient, *, proc: Path = Path("/proc")) -> List[Reaped]:
     reaped: List[Reaped] = []
+
+    def running(container_id: str) -> bool:
+        try:
+            return bool(client.containers.get(container_id).status == "running")
+        except docker.errors.NotFound:
+            return False
+
     try:
         containers = client.containers.list(all=True, filters={"label": LABEL})
         for container in containers:
             labels = container.labels or {}
-            why = is_orphaned(labels, proc=proc)
+            why = is_orphaned(labels, proc=proc, container_running=running)
             if why is None:
                 continue
             container.remove(force=True, v=True)
@@ -56,11 +88,11 @@ def reap(client: docker.DockerClient, *, proc: Path = Path("/proc")) -> List[Rea
             _mark_run_dir(labels.get(LABEL_RUN_DIR, ""), why)
         for network in client.networks.list(filters={"label": LABEL}):
             labels = network.attrs.get("Labels") or {}
-            why = is_orphaned(labels, proc=proc)
+            why = is_orphaned(labels, proc=proc, container_running=running)
             if why is None:
                 continue
             network.reload()
-            for attached in (network.attrs.get("Containers") or {}).keys():
+            for attached in (network.attrs.get("Containers") or {}):
                 network.disconnect(attached, force=True)
             network.remove()
             reaped.append(Reaped("network", network.name, labels.get(LABEL_RUN_ID, ""), why))
@@ -83,6 +115,7 @@ def _mark_run_dir(path_text: str, why: str) -> None:
     if manifest.get("finished"):
         return
     try:
+        sanitize_output(run_dir / "output")
         events = JsonlWriter(run_dir / EVENTS)
         events.write({"ts_ns": now_ns(), "event": "reaped", "reason": why})
         events.close()

@@ -75,6 +75,8 @@ class JsonlWriter:
             try:
                 if self._fh is None:
                     self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+                    if _ends_torn(self.path):
+                        self._fh.write("\n")  # a writer killed mid-line: never glue our record onto its torn one
                 self._fh.write(line)
                 self._fh.flush()
             except OSError as e:
@@ -86,6 +88,18 @@ class JsonlWriter:
             if self._fh is not None:
                 self._fh.close()
                 self._fh = None
+
+
+def _ends_torn(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            if fh.tell() == 0:
+                return False
+            fh.seek(-1, os.SEEK_END)
+            return fh.read(1) != b"\n"
+    except OSError:
+        return False
 
 
 def read_jsonl(path: Path) -> List[Dict[str, Any]]:

@@ -3,6 +3,7 @@ grouped under a session folder. This is the agent half of the pipeline; ``waap r
 
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets
 import threading
@@ -15,7 +16,7 @@ from typing import Any, Dict, List, Optional
 import docker
 
 from . import __version__
-from .app import DEFAULT_LOG_LIMIT, AppContainer, AppOutcome, AppSettings, sanitize_output
+from .app import DEFAULT_LOG_LIMIT, STOP_REASONS, AppContainer, AppOutcome, AppSettings, sanitize_output
 from .device import device_facts
 from .errors import RunDirError, WaapError
 from .hostpath import PathMapper
@@ -23,7 +24,7 @@ from .identity import RunnerIdentity, labels_for
 from .images import ImageInfo, PullProgress, ensure_image
 from .profile import Profile, Target
 from .reaper import Reaped, reap
-from .rundir import RunDir, now_ns, write_json_atomic
+from .rundir import SCHEMA_VERSION, RunDir, now_ns, write_json_atomic
 
 __all__ = ["Observer", "RunInfo", "RunResult", "Runner", "SessionResult", "new_session_id"]
 
@@ -37,6 +38,17 @@ def new_session_id() -> str:
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.") or "target"
+
+
+def _unique_slugs(names: List[str]) -> List[str]:
+    """Folder-safe names, one per target; names that clash once sanitized get their target number appended."""
+    slugs: List[str] = []
+    for index, name in enumerate(names, 1):
+        slug = _slug(name)
+        while slug in slugs:
+            slug = f"{slug}-{index}"
+        slugs.append(slug)
+    return slugs
 
 
 @dataclass(frozen=True)
@@ -115,6 +127,8 @@ class Runner:
     def request_stop(self, reason: str = "interrupted") -> None:
         """Ask the session to stop the app now (SIGINT, grace, …) and start no further run. Thread- and
         signal-handler-safe."""
+        if reason not in STOP_REASONS:
+            raise ValueError(f"stop reason must be one of {STOP_REASONS}, not {reason!r}")
         with self._lock:
             self._stop_reason = self._stop_reason or reason
 
@@ -130,6 +144,7 @@ class Runner:
         except OSError as e:
             raise RunDirError(f"cannot create the results folder {session_path}: {e.strerror or e}") from e
         result = SessionResult(session_id=session_id, path=session_path, image=None)
+        self.path_mapper.to_host(session_path)  # fail before any run if the app could not see the results folder
         result.reaped = reap(self.client)
         if result.reaped:
             self.observer.reaped(result.reaped)
@@ -140,12 +155,13 @@ class Runner:
         device = device_facts(self.client)
         total = len(profile.targets) * profile.repeat
         number = 0
+        slugs = _unique_slugs([t.name or f"target{i}" for i, t in enumerate(profile.targets, 1)])
         for t_index, target in enumerate(profile.targets, 1):
             for rep in range(1, profile.repeat + 1):
                 if self._should_stop():
                     break
                 number += 1
-                name = f"{_slug(target.name or f'target{t_index}')}-r{rep}"
+                name = f"{slugs[t_index - 1]}-r{rep}"
                 info = RunInfo(
                     run_id=f"{session_id}.{name}",
                     path=session_path / name,
@@ -166,6 +182,7 @@ class Runner:
         write_json_atomic(
             result.path / SESSION_FILE,
             {
+                "schema_version": SCHEMA_VERSION,
                 "session_id": result.session_id,
                 "profile_source": profile.source,
                 "image": profile.image,
@@ -209,6 +226,7 @@ class Runner:
                     session_id=info.run_id.split(".")[0],
                     run_dir=str(info.path.resolve()),
                     deadline_s=deadline,
+                    runner_container=self.path_mapper.container_id,
                 ),
                 output_host_path=self.path_mapper.to_host(run_dir.output),
                 limits=profile.limits,
@@ -276,6 +294,7 @@ class Runner:
         self._kill_quietly(app)
         app.remove()
         try:
+            sanitize_output(run_dir.output)
             run_dir.event("run_abandoned")
             run_dir.finish("partial", stop_reason="interrupted", error="the profiler was stopped before the run ended")
         except RunDirError:
@@ -285,10 +304,8 @@ class Runner:
     def _kill_quietly(app: AppContainer) -> None:
         if app.container is None:
             return
-        try:
+        with contextlib.suppress(docker.errors.DockerException):
             app.container.kill(signal="SIGKILL")
-        except docker.errors.DockerException:
-            pass
 
     def _manifest(
         self, profile: Profile, info: RunInfo, image: ImageInfo, device: Dict[str, Any], env: Dict[str, str]

@@ -189,9 +189,7 @@ class _SpecLoader(yaml.SafeLoader):
             raise
         except yaml.constructor.ConstructorError as exc:  # e.g. bad !!binary data: add the field
             problem = "; ".join(part for part in (exc.context, exc.problem) if part)
-            raise _Refused(
-                f"invalid value: {problem}", exc.problem_mark or node.start_mark, self._path(node)
-            ) from None
+            raise _Refused(f"invalid value: {problem}", exc.problem_mark or node.start_mark, self._path(node)) from None
         except (ValueError, OverflowError, TypeError) as exc:
             raise _Refused(f"invalid value: {exc}", node.start_mark, self._path(node)) from None
 
@@ -202,14 +200,10 @@ class _SpecLoader(yaml.SafeLoader):
         for key_node, value_node in node.value:
             where = self._path(value_node) or self._path(node)
             if key_node.tag == "tag:yaml.org,2002:merge":
-                raise _Refused(
-                    "YAML merge keys ('<<') are not allowed in a profile", key_node.start_mark, where
-                )
+                raise _Refused("YAML merge keys ('<<') are not allowed in a profile", key_node.start_mark, where)
             key = self.construct_object(key_node, deep=True)
             if not isinstance(key, Hashable) or isinstance(key, (list, dict, set)):
-                raise _Refused(
-                    "mapping keys must be plain strings, not lists or mappings", key_node.start_mark, where
-                )
+                raise _Refused("mapping keys must be plain strings, not lists or mappings", key_node.start_mark, where)
             if key in result:
                 raise _Refused(
                     f"duplicate key {key!r} (first given on line {result.key_lines[key]})",
@@ -222,8 +216,7 @@ class _SpecLoader(yaml.SafeLoader):
 
     def construct_undefined(self, node: Node) -> NoReturn:
         raise _Refused(
-            f"YAML tag {node.tag!r} is not allowed: "
-            "a profile holds only plain mappings, lists, strings and numbers",
+            f"YAML tag {node.tag!r} is not allowed: a profile holds only plain mappings, lists, strings and numbers",
             node.start_mark,
             self._path(node),
         )
@@ -319,7 +312,7 @@ def _describe(value: Any) -> str:
     if value is None:
         return "nothing (null)"
     if isinstance(value, bool):
-        return f"the boolean {'true' if value else 'false'} (quote it to make it a string)"
+        return f"the boolean {'true' if value else 'false'}"
     if isinstance(value, int):
         text = str(value) if value.bit_length() < 64 else "a very large integer"
         return f"the integer {text}"
@@ -340,9 +333,7 @@ def _suggest(word: str, choices: Sequence[str]) -> str:
     return f" (did you mean {match[0]!r}?)" if match else ""
 
 
-def _check_keys(
-    mapping: Mapping[Any, Any], allowed: Sequence[str], at: _At, hints: Sequence[str] = ()
-) -> None:
+def _check_keys(mapping: Mapping[Any, Any], allowed: Sequence[str], at: _At, hints: Sequence[str] = ()) -> None:
     """Every key must be a known string; the first offender, in file order, is reported."""
     for key in mapping:
         key_at = at.key(mapping, key)
@@ -350,8 +341,7 @@ def _check_keys(
             key_at.fail(f"keys must be strings, got {_describe(key)}")
         if key not in allowed:
             key_at.fail(
-                f"unknown key {key!r}{_suggest(key, [*allowed, *hints])}; "
-                f"expected one of: {', '.join(allowed)}"
+                f"unknown key {key!r}{_suggest(key, [*allowed, *hints])}; expected one of: {', '.join(allowed)}"
             )
 
 
@@ -365,9 +355,7 @@ def _mapping(value: Any, at: _At, what: str) -> Mapping[Any, Any]:
 # Scalar fields
 
 
-def _seconds(
-    value: Any, at: _At, expectation: str, *, positive: bool = False, most: float = math.inf
-) -> float:
+def _seconds(value: Any, at: _At, expectation: str, *, positive: bool = False, most: float = math.inf) -> float:
     """A duration: a number (int or float, never a boolean) or a string: "30", "1.5", "90s", "2m", "1h30m"."""
     number = _parse_seconds(value)
     if number is None:
@@ -429,9 +417,7 @@ def _positive_float(value: Any, at: _At, expectation: str) -> float:
 
 def _memory(value: Any, at: _At) -> int:
     """Docker-style memory size ("64m", "1g", "512k", "1GiB") or an integer number of bytes."""
-    expectation = (
-        'a memory size like "64m", "1g" or "512k" (binary units), or a number of bytes, at least 6 MiB'
-    )
+    expectation = 'a memory size like "64m", "1g" or "512k" (binary units), or a number of bytes, at least 6 MiB'
     size: Optional[int] = None
     if isinstance(value, int) and not isinstance(value, bool):
         size = value
@@ -444,9 +430,7 @@ def _memory(value: Any, at: _At) -> int:
     if size is None:
         at.expected(expectation, value)
     if size < MIN_MEMORY_BYTES:
-        at.fail(
-            f"expected at least 6 MiB (Docker's minimum memory limit), got {_describe(value)} = {size} bytes"
-        )
+        at.fail(f"expected at least 6 MiB (Docker's minimum memory limit), got {_describe(value)} = {size} bytes")
     return size
 
 
@@ -464,7 +448,12 @@ def _word(value: Any, at: _At, what: str) -> str:
         return _no_nul(value, at, what)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
-    at.expected(f"{what} as a string or number", value)
+    hint = (
+        " (YAML reads unquoted yes/no/on/off/true/false as booleans: quote the value)"
+        if isinstance(value, bool)
+        else ""
+    )
+    at.fail(f"expected {what} as a string or number, got {_describe(value)}{hint}")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -536,9 +525,7 @@ def _metrics(value: Any, at: _At) -> Tuple[str, ...]:
     valid = ", ".join(KNOWN_METRICS)
     if isinstance(value, str):
         items: List[Tuple[Any, _At]] = [(name, at) for name in re.split(r"[,\s]+", value) if name]
-    elif isinstance(value, list) or (
-        isinstance(value, Sequence) and not isinstance(value, (bytes, bytearray))
-    ):
+    elif isinstance(value, list) or (isinstance(value, Sequence) and not isinstance(value, (bytes, bytearray))):
         items = [(item, at.item(value, index)) for index, item in enumerate(value)]
     else:
         at.expected(f"a list of metric names from: {valid}", value)
@@ -569,9 +556,7 @@ def _image_problem(ref: str) -> Optional[str]:
     if colon > slash:
         name, tag = name[:colon], name[colon + 1 :]
         if not _TAG.fullmatch(tag):
-            return (
-                f"the tag {tag!r} must be 1-128 letters, digits, '_', '.' or '-', not starting with '.'/'-'"
-            )
+            return f"the tag {tag!r} must be 1-128 letters, digits, '_', '.' or '-', not starting with '.'/'-'"
     if not name:
         return "the repository name is empty"
     if len(name) > 255:
@@ -587,8 +572,7 @@ def _image_problem(ref: str) -> Optional[str]:
             if _PATH_COMPONENT.fullmatch(part.lower()):
                 return "repository names must be lowercase"
             return (
-                f"the name component {part!r} must be lowercase letters and digits, "
-                "separated by '.', '_', '__' or '-'"
+                f"the name component {part!r} must be lowercase letters and digits, separated by '.', '_', '__' or '-'"
             )
     return None
 
@@ -605,9 +589,7 @@ def _image(value: Any, at: _At) -> str:
 
 def _target_name(value: Any, at: _At) -> str:
     if not isinstance(value, str) or not _TARGET_NAME.fullmatch(value):
-        at.expected(
-            "a name of letters, digits, '.', '_' or '-' (at most 64, starting with a letter or digit)", value
-        )
+        at.expected("a name of letters, digits, '.', '_' or '-' (at most 64, starting with a letter or digit)", value)
     return value
 
 
@@ -617,9 +599,7 @@ def _target(value: Any, at: _At, default_name: str) -> Target:
         at.expected(f"a target mapping with keys {', '.join(_TARGET_KEYS)}{hint}", value)
     _check_keys(value, _TARGET_KEYS, at)
     args = _args(value["args"], at.key(value, "args")) if "args" in value else ()
-    timeout = (
-        _seconds(value["timeout"], at.key(value, "timeout"), _TIMEOUT_EXPECTED) if "timeout" in value else 0.0
-    )
+    timeout = _seconds(value["timeout"], at.key(value, "timeout"), _TIMEOUT_EXPECTED) if "timeout" in value else 0.0
     env = _env(value["env"], at.key(value, "env")) if "env" in value else {}
     name = _target_name(value["name"], at.key(value, "name")) if "name" in value else default_name
     return Target(args=args, timeout_s=timeout, env=env, name=name)
@@ -637,7 +617,7 @@ def _targets(value: Any, at: _At) -> Tuple[Target, ...]:
         item_at = at.item(value, index)
         target = _target(item, item_at, default_name=f"target{index + 1}")
         if target.name in first_use:
-            name_at = item_at.key(item, "name")
+            name_at = item_at.key(item, "name") if "name" in item else item_at
             name_at.fail(
                 f"duplicate target name {target.name!r} (already used by targets[{first_use[target.name]}]; "
                 "unnamed targets are called target1, target2, ...)"
@@ -702,9 +682,7 @@ def _from_section(
     has, value, where = opt("interval")
     interval = _seconds(value, where, _INTERVAL_EXPECTED, positive=True, most=MAX_INTERVAL_S) if has else None
     has, value, where = opt("repeat")
-    repeat = (
-        _integer(value, where, f"an integer from 1 to {MAX_REPEAT}", least=1, most=MAX_REPEAT) if has else 1
-    )
+    repeat = _integer(value, where, f"an integer from 1 to {MAX_REPEAT}", least=1, most=MAX_REPEAT) if has else 1
     has, value, where = opt("env")
     env = _env(value, where) if has else {}
     has, value, where = opt("grace")
@@ -732,14 +710,11 @@ def _sage_image(doc: Mapping[Any, Any], at: _At) -> str:
         key_at = at.key(doc, key)
         if key not in doc:
             _At(at.source, "profiling.image", at.line).fail(
-                f"cannot work out the image: the sage.yaml has no {key!r}; "
-                "set profiling.image or give --image"
+                f"cannot work out the image: the sage.yaml has no {key!r}; set profiling.image or give --image"
             )
         value = doc[key]
         if isinstance(value, float):
-            key_at.fail(
-                f"expected a string, got {_describe(value)}; quote it (YAML reads 1.10 as the number 1.1)"
-            )
+            key_at.fail(f"expected a string, got {_describe(value)}; quote it (YAML reads 1.10 as the number 1.1)")
         if isinstance(value, bool) or not isinstance(value, (str, int)) or value == "":
             key_at.expected("a non-empty string", value)
         parts.append(str(value))
@@ -765,9 +740,7 @@ def _from_document(doc: Any, source: str, image: Optional[str]) -> Profile:
         section = doc["profiling"]
         section_at = root.key(doc, "profiling")
         if not isinstance(section, Mapping):
-            section_at.expected(
-                "the profiling section as a mapping with 'targets' (and 'metrics', ...)", section
-            )
+            section_at.expected("the profiling section as a mapping with 'targets' (and 'metrics', ...)", section)
         return _from_section(section, section_at, image=image, default_image=lambda: _sage_image(doc, root))
     sage_keys = [key for key in doc if isinstance(key, str) and key in _SAGE_MARKERS]
     if sage_keys:
@@ -793,14 +766,10 @@ def _missing_profiling(doc: Mapping[Any, Any], root: _At, sage_keys: Sequence[st
 
 def _check_size(size: int, max_bytes: int, source: str) -> None:
     if size > max_bytes:
-        raise SpecError(
-            f"the profile is larger than the {max_bytes}-byte limit; refusing to parse it", source=source
-        )
+        raise SpecError(f"the profile is larger than the {max_bytes}-byte limit; refusing to parse it", source=source)
 
 
-def parse_profile(
-    text: str, *, source: str, image: Optional[str] = None, max_bytes: int = MAX_SPEC_BYTES
-) -> Profile:
+def parse_profile(text: str, *, source: str, image: Optional[str] = None, max_bytes: int = MAX_SPEC_BYTES) -> Profile:
     """Validate a profile given as YAML text. ``source`` names it in messages; ``image`` overrides its own."""
     if not isinstance(text, str):
         raise SpecError(f"expected the profile as text, got {_describe(text)}", source=source)
@@ -862,9 +831,7 @@ def profile_from_args(
     common_env = _cli_env(env, option("--env"))
     if metrics is not None and not isinstance(metrics, str):
         # Each --metrics value may itself be a comma-separated list ("--metrics system,gpu-summary").
-        metrics = [
-            part for item in metrics for part in (item.split(",") if isinstance(item, str) else [item])
-        ]
+        metrics = [part for item in metrics for part in (item.split(",") if isinstance(item, str) else [item])]
     names = ("system",) if metrics is None else _metrics(metrics, option("--metrics"))
     interval_s = (
         DEFAULT_INTERVAL_S
@@ -874,16 +841,12 @@ def profile_from_args(
     repeats = (
         1
         if repeat is None
-        else _integer(
-            repeat, option("--repeat"), f"an integer from 1 to {MAX_REPEAT}", least=1, most=MAX_REPEAT
-        )
+        else _integer(repeat, option("--repeat"), f"an integer from 1 to {MAX_REPEAT}", least=1, most=MAX_REPEAT)
     )
     grace_s = DEFAULT_GRACE_S if grace is None else _seconds(grace, option("--grace"), _GRACE_EXPECTED)
     limits = Limits(
         memory_bytes=None if memory is None else _memory(memory, option("--memory")),
-        cpus=None
-        if cpus is None
-        else _positive_float(cpus, option("--cpus"), "a number of CPUs > 0, e.g. 1.5"),
+        cpus=None if cpus is None else _positive_float(cpus, option("--cpus"), "a number of CPUs > 0, e.g. 1.5"),
         pids=None if pids is None else _integer(pids, option("--pids"), "an integer >= 1", least=1),
     )
     return Profile(

@@ -64,17 +64,6 @@ needs_build() {
     return 1
 }
 elapsed() { echo "$((SECONDS - $1))s"; }
-# quietly STEP CMD...: run CMD with its output in a log; on failure show the log's end and stop
-quietly() {
-    local step=$1 log
-    shift
-    log="$tmp/$(printf '%s' "$step" | tr -c 'A-Za-z0-9' _).log"
-    if ! "$@" >"$log" 2>&1 </dev/null; then
-        printf -- '--- last lines of the output of: %s\n' "$*" >&2
-        tail -n 40 "$log" >&2
-        die "$step failed"
-    fi
-}
 
 ensure_docker
 built=()

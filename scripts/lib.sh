@@ -60,3 +60,17 @@ ensure_docker() {
 image_exists() {
     docker image inspect "$1" >/dev/null 2>&1
 }
+
+# quietly STEP CMD...: run CMD with its output kept in a log; on failure show the log's end and stop
+quietly() {
+    local step=$1 log
+    shift
+    log=$(mktemp "${TMPDIR:-/tmp}/waap-step.XXXXXX")
+    if ! "$@" >"$log" 2>&1 </dev/null; then
+        printf -- '--- last lines of the output of: %s\n' "$*" >&2
+        tail -n 40 "$log" >&2
+        rm -f "$log"
+        die "$step failed"
+    fi
+    rm -f "$log"
+}

@@ -22,10 +22,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
     command -v apt-get >/dev/null 2>&1 || die "missing ${missing[*]} and this is not a Debian-like system (no apt-get)"
     say "installing Debian packages: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive NEEDRESTART_MODE=l
-    as_root apt-get update -qq || die "apt-get update failed"
-    as_root env DEBIAN_FRONTEND=noninteractive NEEDRESTART_MODE=l \
-        apt-get install -y -q -o Dpkg::Use-Pty=0 "${missing[@]}" </dev/null \
-        || die "apt-get install ${missing[*]} failed"
+    quietly "apt-get update" as_root apt-get update
+    quietly "apt-get install ${missing[*]}" as_root env DEBIAN_FRONTEND=noninteractive NEEDRESTART_MODE=l \
+        apt-get install -y -o Dpkg::Use-Pty=0 "${missing[@]}"
 else
     say "Debian packages present (docker.io, mmdebstrap, docker-registry)"
 fi
@@ -46,8 +45,8 @@ stamp=.venv/.waap-installed
 want=$(cat setup.cfg pyproject.toml 2>/dev/null | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || ! .venv/bin/python -m pip show -q waap >/dev/null 2>&1; then
     say "installing WaAP and its test tools into .venv (pip install -e '.[test]')"
-    .venv/bin/python -m pip install -q --upgrade pip || die "upgrading pip in .venv failed"
-    .venv/bin/python -m pip install -q -e '.[test]' || die "pip install -e '.[test]' failed"
+    quietly "upgrading pip in .venv" .venv/bin/python -m pip install --upgrade pip
+    quietly "pip install -e '.[test]'" .venv/bin/python -m pip install -e '.[test]'
     printf '%s\n' "$want" >"$stamp"
 else
     say ".venv is up to date"

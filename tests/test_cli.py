@@ -122,7 +122,10 @@ def test_runner_killed_mid_run_leaves_a_partial_run_that_the_next_reaper_closes(
 
 @pytest.mark.docker
 def test_ctrl_c_stops_the_app_and_marks_the_run_partial(base_image, results):
-    code = "import time\ntry:\n    print(\"ready\", flush=True)\n    time.sleep(300)\nexcept KeyboardInterrupt:\n    print(\"app got SIGINT\", flush=True)"
+    code = (
+        "import time\ntry:\n    print(\"ready\", flush=True)\n    time.sleep(300)\n"
+        "except KeyboardInterrupt:\n    print(\"app got SIGINT\", flush=True)"
+    )
     proc = subprocess.Popen([*WAAP, "run", "--image", base_image, "--args", f"python3 -c '{code}'", "-o", str(results)],
                             cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     run = wait_for(lambda: next(iter(run_dirs(results)), None), what="the run directory")

@@ -61,7 +61,8 @@ def test_environment_labels_and_output_folder(docker_client, base_image, results
     code = (
         "import os, json\n"
         "d = '/app/profiling_output'\n"
-        "json.dump({k: v for k, v in os.environ.items() if k.startswith(('WAAP_', 'MODE'))}, open(d + '/env.json', 'w'))\n"
+        "env = {k: v for k, v in os.environ.items() if k.startswith(('WAAP_', 'MODE'))}\n"
+        "json.dump(env, open(d + '/env.json', 'w'))\n"
         "open('/app/not-output.txt', 'w').write('stays in the container')\n"
         "os.symlink('/etc/shadow', d + '/shadow')\n"
         "os.mkfifo(d + '/fifo')\n"

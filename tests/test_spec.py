@@ -213,9 +213,7 @@ def test_sage_yaml_other_keys_are_ignored_but_values_still_safe() -> None:
         pytest.param("image: a\ntargets: [\n", 3, "", ["invalid YAML"], id="syntax-error"),
         pytest.param("image: a\ntargets:\n  - {args: x\n  - y\n", 5, "", ["invalid YAML"], id="syntax-flow"),
         pytest.param("- image: a\n", 1, "", ["mapping at the top level", "got a list"], id="top-list"),
-        pytest.param(
-            "just text\n", 1, "", ["mapping at the top level", "string 'just text'"], id="top-scalar"
-        ),
+        pytest.param("just text\n", 1, "", ["mapping at the top level", "string 'just text'"], id="top-scalar"),
         pytest.param("# nothing\n", 1, "", ["empty"], id="empty"),
         pytest.param(
             "image: a\ntargets: {args: x}\n",
@@ -227,9 +225,7 @@ def test_sage_yaml_other_keys_are_ignored_but_values_still_safe() -> None:
         pytest.param("image: a\ntargets: []\n", 2, "targets", ["empty list"], id="targets-empty"),
         pytest.param("image: a\n", 1, "targets", ["missing"], id="targets-missing"),
         pytest.param("targets: [{}]\n", 1, "image", ["no image"], id="image-missing"),
-        pytest.param(
-            "image: 5\ntargets: [{}]\n", 1, "image", ["Docker image reference", "integer 5"], id="image-int"
-        ),
+        pytest.param("image: 5\ntargets: [{}]\n", 1, "image", ["Docker image reference", "integer 5"], id="image-int"),
         pytest.param(
             "image: a\ntargets:\n  - --use-gpu\n",
             3,
@@ -265,12 +261,8 @@ def test_sage_yaml_other_keys_are_ignored_but_values_still_safe() -> None:
             ["got a list"],
             id="timeout-list",
         ),
-        pytest.param(
-            "image: a\ntargets:\n  - {timeout: .nan}\n", 3, "targets[0].timeout", ["nan"], id="timeout-nan"
-        ),
-        pytest.param(
-            "image: a\ntargets:\n  - {timeout: .inf}\n", 3, "targets[0].timeout", ["inf"], id="timeout-inf"
-        ),
+        pytest.param("image: a\ntargets:\n  - {timeout: .nan}\n", 3, "targets[0].timeout", ["nan"], id="timeout-nan"),
+        pytest.param("image: a\ntargets:\n  - {timeout: .inf}\n", 3, "targets[0].timeout", ["inf"], id="timeout-inf"),
         pytest.param(
             'image: a\ntargets:\n  - {}\n  - args: "--label \'x"\n',
             4,
@@ -328,9 +320,7 @@ def test_sage_yaml_other_keys_are_ignored_but_values_still_safe() -> None:
             id="metric-int",
         ),
         pytest.param(MINIMAL + "metrics: []\n", 4, "metrics", ["at least one metric"], id="metrics-empty"),
-        pytest.param(
-            MINIMAL + "image: b\n", 4, "image", ["duplicate key 'image'", "line 1"], id="duplicate-key"
-        ),
+        pytest.param(MINIMAL + "image: b\n", 4, "image", ["duplicate key 'image'", "line 1"], id="duplicate-key"),
         pytest.param(
             "image: a\ntargets:\n  - args: x\n    timeout: 1\n    args: y\n",
             5,
@@ -366,13 +356,9 @@ def test_sage_yaml_other_keys_are_ignored_but_values_still_safe() -> None:
             ["environment variable name"],
             id="target-env-bad-name",
         ),
-        pytest.param(
-            MINIMAL + "env: {DEBUG: yes}\n", 4, "env.DEBUG", ["boolean true", "quote"], id="env-bool"
-        ),
+        pytest.param(MINIMAL + "env: {DEBUG: yes}\n", 4, "env.DEBUG", ["boolean true", "quote"], id="env-bool"),
         pytest.param(MINIMAL + "env: {A: [1]}\n", 4, "env.A", ["got a list"], id="env-list"),
-        pytest.param(
-            MINIMAL + "env: [A=1]\n", 4, "env", ["mapping of environment", "got a list"], id="env-list"
-        ),
+        pytest.param(MINIMAL + "env: [A=1]\n", 4, "env", ["mapping of environment", "got a list"], id="env-list"),
         pytest.param(MINIMAL + "env:\n", 4, "env", ["nothing (null)"], id="env-null"),
         pytest.param(MINIMAL + "interval: 0\n", 4, "interval", ["> 0", "integer 0"], id="interval-zero"),
         pytest.param(MINIMAL + "interval: 3601\n", 4, "interval", ["<= 3600"], id="interval-too-big"),
@@ -395,9 +381,7 @@ def test_sage_yaml_other_keys_are_ignored_but_values_still_safe() -> None:
             ["6 MiB", "1048576 bytes"],
             id="memory-too-small",
         ),
-        pytest.param(
-            MINIMAL + "limits:\n  memory: 1.5\n", 5, "limits.memory", ["number 1.5"], id="memory-float"
-        ),
+        pytest.param(MINIMAL + "limits:\n  memory: 1.5\n", 5, "limits.memory", ["number 1.5"], id="memory-float"),
         pytest.param(MINIMAL + "limits:\n  cpus: 0\n", 5, "limits.cpus", ["> 0"], id="cpus-zero"),
         pytest.param(MINIMAL + "limits:\n  pids: 0\n", 5, "limits.pids", [">= 1"], id="pids-zero"),
         pytest.param(
@@ -409,13 +393,9 @@ def test_sage_yaml_other_keys_are_ignored_but_values_still_safe() -> None:
         ),
         pytest.param(MINIMAL + "1: x\n", 4, "1", ["keys must be strings", "integer 1"], id="int-key"),
         pytest.param(MINIMAL + "x: !!binary 'not base64!'\n", 4, "x", ["base64"], id="bad-binary"),
-        pytest.param(
-            MINIMAL + "x: 2023-02-30\n", 4, "x", ["invalid value", "day is out of range"], id="bad-date"
-        ),
+        pytest.param(MINIMAL + "x: 2023-02-30\n", 4, "x", ["invalid value", "day is out of range"], id="bad-date"),
         pytest.param(MINIMAL + "<<: {repeat: 2}\n", 4, "<<", ["merge keys"], id="merge-key"),
-        pytest.param(
-            MINIMAL + "x: !custom 1\n", 4, "x", ["YAML tag '!custom' is not allowed"], id="custom-tag"
-        ),
+        pytest.param(MINIMAL + "x: !custom 1\n", 4, "x", ["YAML tag '!custom' is not allowed"], id="custom-tag"),
     ],
 )
 def test_refused_input_names_line_and_field(text: str, line: int, field: str, fragments: List[str]) -> None:
@@ -431,9 +411,7 @@ def test_error_fields_in_sage_yaml_start_with_profiling() -> None:
     text = (DATA / "sage.yaml").read_text().replace("timeout: 60", "timeout: -60")
     error = spec_error(text)
     assert (error.line, error.field) == (19, "profiling.targets[1].timeout")
-    assert str(error).startswith(
-        "test.yaml:19: profiling.targets[1].timeout: expected a number of seconds >= 0"
-    )
+    assert str(error).startswith("test.yaml:19: profiling.targets[1].timeout: expected a number of seconds >= 0")
 
 
 def test_unknown_key_in_profiling_section() -> None:
@@ -542,9 +520,7 @@ def test_python_tag_is_refused_and_nothing_runs(tmp_path: Path, monkeypatch: pyt
     assert calls == [(f"touch {marker}",)]
 
 
-@pytest.mark.parametrize(
-    "tag", ["!!python/object:os.system", "!!python/name:os.system", "!!python/module:os"]
-)
+@pytest.mark.parametrize("tag", ["!!python/object:os.system", "!!python/name:os.system", "!!python/module:os"])
 def test_other_python_tags_are_refused(tag: str) -> None:
     error = spec_error(MINIMAL + f"x: {tag} {{}}\n")
     assert "not allowed" in str(error)
@@ -685,9 +661,7 @@ def test_profile_from_args_with_everything_as_strings() -> None:
         pids="100",
         source="waap run",
     )
-    assert profile.targets == (
-        Target(args=("--label", "two words"), timeout_s=120.0, env={}, name="target1"),
-    )
+    assert profile.targets == (Target(args=("--label", "two words"), timeout_s=120.0, env={}, name="target1"),)
     assert profile.env == {"A": "2", "B": "x=y", "C": ""}  # later --env wins, as with docker run -e
     assert profile.metrics == ("system", "gpu-summary")
     assert (profile.interval_s, profile.repeat, profile.grace_s) == (0.05, 3, 5.0)
@@ -742,9 +716,7 @@ def test_cli_and_file_build_the_same_profile(tmp_path: Path) -> None:
     path = tmp_path / "p.yaml"
     path.write_text("image: waggle/objcounter:0.0.0\ntargets:\n  - {args: '-interval 1', timeout: 30}\n")
     from_file = load_profile(path)
-    from_cli = profile_from_args(
-        image="waggle/objcounter:0.0.0", args="-interval 1", timeout="30", source=str(path)
-    )
+    from_cli = profile_from_args(image="waggle/objcounter:0.0.0", args="-interval 1", timeout="30", source=str(path))
     assert from_file == from_cli
 
 

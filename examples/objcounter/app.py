@@ -120,8 +120,7 @@ def parse_args(argv):
     # single-dash long options, as the real Waggle plugin spells them
     p.add_argument("-stream", default="synthetic", help="camera stream name (only 'synthetic' exists here)")
     p.add_argument("-object", default="car", help="object class to count (a label only)")
-    p.add_argument("-interval", type=float, default=1.0,
-                   help="seconds between frame starts; 0 = as fast as possible")
+    p.add_argument("-interval", type=float, default=1.0, help="seconds between frame starts; 0 = as fast as possible")
     p.add_argument("--frames", type=int, default=0, help="frames to process, 0 = until stopped")
     p.add_argument("--work", type=int, default=1, help="CPU work per frame (number of analysis passes)")
     p.add_argument("--log-interval", type=float, default=1.0, help="at most one progress line per this many s")
@@ -143,8 +142,10 @@ def main(argv=None):
     device = "cpu"
     if args.use_gpu:
         log("--use-gpu: no GPU implementation in this demo, using the CPU")
-    log("counting '{}' on stream '{}' ({}x{} frames, work {}, interval {}s, frames {})".format(
-        args.object, args.stream, WIDTH, HEIGHT, args.work, args.interval, args.frames or "unlimited"))
+    log(
+        f"counting '{args.object}' on stream '{args.stream}' ({WIDTH}x{HEIGHT} frames, work {args.work}, "
+        f"interval {args.interval}s, frames {args.frames or 'unlimited'})"
+    )
 
     started = time.monotonic()
     started_wall = time.time()
@@ -163,8 +164,7 @@ def main(argv=None):
         if last_log is None or done or now - last_log >= args.log_interval * 0.95:
             window = now - (last_log if last_log is not None else started)
             fps = (frames - frames_at_last_log) / window if window > 0 else 0.0
-            log("frame {} {}={} fps={:.2f} frame_ms={:.1f}".format(
-                frames, args.object, count, fps, (now - frame_start) * 1000))
+            log(f"frame {frames} {args.object}={count} fps={fps:.2f} frame_ms={(now - frame_start) * 1000:.1f}")
             last_log = now
             frames_at_last_log = frames
         if done:
@@ -175,7 +175,7 @@ def main(argv=None):
 
     runtime = time.monotonic() - started
     if stop_signal:
-        log("stopping on {}".format(stop_signal[0]))
+        log(f"stopping on {stop_signal[0]}")
     summary = {
         "app": "objcounter",
         "object": args.object,
@@ -191,8 +191,8 @@ def main(argv=None):
         "stopped_by": stop_signal[0] if stop_signal else "frames",
     }
     path = write_summary(args.summary_dir, summary)
-    log("done: {} frames, {} objects, {:.2f}s{}".format(
-        frames, total_objects, runtime, ", summary in " + path if path else ""))
+    where = f", summary in {path}" if path else ""
+    log(f"done: {frames} frames, {total_objects} objects, {runtime:.2f}s{where}")
     return 0
 
 
