@@ -27,6 +27,14 @@ as_root() {
     fi
 }
 
+# alive PID: true while the process runs (a zombie, which an init that does not reap leaves, counts as dead)
+alive() {
+    local state=""
+    [ -r "/proc/$1/stat" ] || return 1
+    read -r _ _ state _ <"/proc/$1/stat" 2>/dev/null || return 1
+    [ "$state" != Z ]
+}
+
 # ensure_docker: make sure a Docker daemon answers, starting dockerd in the background if none does
 ensure_docker() {
     command -v docker >/dev/null 2>&1 || die "the docker client is not installed (run scripts/setup.sh)"
@@ -40,15 +48,26 @@ ensure_docker() {
     command -v dockerd >/dev/null 2>&1 || die "no Docker daemon answers and dockerd is not installed (run scripts/setup.sh)"
     local log=/var/log/waap-dockerd.log
     local timeout=${WAAP_DOCKERD_TIMEOUT:-90}
-    say "starting dockerd (log: $log)"
-    # systemd does not manage dockerd on our CI machines: start it detached from this shell
-    as_root sh -c "setsid dockerd >'$log' 2>&1 < /dev/null &"
-    local waited=0
+    local pid=""
+    [ -r /var/run/docker.pid ] && pid=$(cat /var/run/docker.pid 2>/dev/null || true)
+    if [ -n "$pid" ] && alive "$pid"; then
+        say "waiting for the dockerd that is starting (pid $pid)"
+    else
+        say "starting dockerd (log: $log)"
+        # systemd does not manage dockerd on our CI machines: start it detached from this shell
+        pid=$(as_root sh -c "setsid dockerd >'$log' 2>&1 </dev/null & echo \$!")
+    fi
+    local waited=0 problem=""
     until docker info >/dev/null 2>&1; do
-        if [ "$waited" -ge "$timeout" ]; then
+        if ! alive "$pid"; then
+            problem="dockerd exited during start-up"
+        elif [ "$waited" -ge "$timeout" ]; then
+            problem="dockerd did not answer within ${timeout}s (WAAP_DOCKERD_TIMEOUT changes the wait)"
+        fi
+        if [ -n "$problem" ]; then
             printf 'last lines of %s:\n' "$log" >&2
-            tail -n 20 "$log" >&2 2>/dev/null || true
-            die "dockerd did not answer within ${timeout}s (see $log; WAAP_DOCKERD_TIMEOUT changes the wait)"
+            tail -n 15 "$log" >&2 2>/dev/null || true
+            die "$problem; see $log"
         fi
         sleep 1
         waited=$((waited + 1))
