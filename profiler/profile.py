@@ -5,13 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping, Optional, Tuple
 
+from .collectors import metric_names
+
 __all__ = ["DEFAULT_GRACE_S", "DEFAULT_INTERVAL_S", "KNOWN_METRICS", "Limits", "Profile", "Target"]
 
 DEFAULT_INTERVAL_S = 1.0
 DEFAULT_GRACE_S = 10.0
 
-# Metric collectors a profile may name. The seed's names come first; the measurement work adds the collectors.
-KNOWN_METRICS: Tuple[str, ...] = ("system", "gpu-summary", "container", "custom")
+# Metric collectors a profile may name: the registry's names (the seed's "system" and "gpu-summary" among them).
+KNOWN_METRICS: Tuple[str, ...] = metric_names()
 
 
 @dataclass(frozen=True)

@@ -15,11 +15,12 @@ import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Dict, Mapping, Optional
+from typing import Any, Callable, ClassVar, Dict, Mapping, Optional, Tuple
 
 __all__ = [
     "Collector",
     "CollectorStatus",
+    "MetricInfo",
     "RunContext",
     "Sample",
     "SampleSink",
@@ -29,6 +30,20 @@ __all__ = [
 
 class Unavailable(Exception):
     """Raised by ``Collector.start`` when the source cannot work here; the message says why (e.g. no tegrastats)."""
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """One row of the metric catalog (docs/metrics.md is generated from these).
+
+    ``name`` may hold a ``<placeholder>`` for families (``system.cpu.core.<n>.percent``, ``app.<name>.total``).
+    ``kind`` is ``gauge`` (a level) or ``counter`` (a running total: summaries add its rate per second).
+    """
+
+    name: str
+    unit: str
+    kind: str
+    meaning: str
 
 
 @dataclass(frozen=True)
@@ -85,7 +100,8 @@ class Collector(ABC):
     """One source of measurements. Subclasses set ``name`` and implement ``sample`` (polled) or push to the sink."""
 
     name: ClassVar[str]
-    required_by_default: ClassVar[bool] = False
+    catalog: ClassVar[Tuple[MetricInfo, ...]] = ()  # every metric this collector may emit
+    source_description: ClassVar[str] = ""  # where the numbers come from, for the catalog
 
     def __init__(self) -> None:
         self.status = CollectorStatus(self.name)
