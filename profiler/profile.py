@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 from .collectors import metric_names
 
-__all__ = ["DEFAULT_GRACE_S", "DEFAULT_INTERVAL_S", "KNOWN_METRICS", "Limits", "Profile", "Target"]
+__all__ = ["DEFAULT_GRACE_S", "DEFAULT_INTERVAL_S", "KNOWN_METRICS", "Limits", "ParamValue", "Profile", "Target"]
+
+# a knob's value, as the app receives it over the metrics socket (``plugin.param("res").get()``)
+ParamValue = Union[str, int, float, bool]
 
 DEFAULT_INTERVAL_S = 1.0
 DEFAULT_GRACE_S = 10.0
@@ -33,6 +36,7 @@ class Target:
     timeout_s: float = 0.0  # 0 = no timeout: the app ends by itself
     env: Mapping[str, str] = field(default_factory=dict)
     name: str = ""
+    params: Mapping[str, ParamValue] = field(default_factory=dict)  # knobs; the profile's, overridden
 
 
 @dataclass(frozen=True)
@@ -48,9 +52,17 @@ class Profile:
     grace_s: float = DEFAULT_GRACE_S  # after SIGINT, before SIGTERM
     limits: Limits = field(default_factory=Limits)
     source: str = "<command line>"  # where the profile came from, for messages and the manifest
+    params: Mapping[str, ParamValue] = field(default_factory=dict)  # knobs common to every target
+    required: Tuple[str, ...] = ()  # collectors whose failure fails the run (others are recorded and skipped)
 
     def target_env(self, target: Target) -> dict[str, str]:
         """The environment a target runs with: the profile's, overridden by the target's."""
         merged = dict(self.env)
         merged.update(target.env)
+        return merged
+
+    def target_params(self, target: Target) -> Dict[str, Any]:
+        """The knobs a target runs with: the profile's, overridden by the target's."""
+        merged: Dict[str, Any] = dict(self.params)
+        merged.update(target.params)
         return merged

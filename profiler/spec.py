@@ -30,7 +30,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.reader import ReaderError
 
 from profiler.errors import SpecError
-from profiler.profile import DEFAULT_GRACE_S, DEFAULT_INTERVAL_S, KNOWN_METRICS, Limits, Profile, Target
+from profiler.profile import DEFAULT_GRACE_S, DEFAULT_INTERVAL_S, KNOWN_METRICS, Limits, ParamValue, Profile, Target
 
 __all__ = [
     "MAX_SPEC_BYTES",
@@ -57,8 +57,11 @@ _PROFILE_KEYS: Tuple[str, ...] = (
     "env",
     "grace",
     "limits",
+    "params",
+    "required",
 )
-_TARGET_KEYS: Tuple[str, ...] = ("name", "args", "timeout", "env")
+_TARGET_KEYS: Tuple[str, ...] = ("name", "args", "timeout", "env", "params")
+_PARAM_NAME = re.compile(r"[a-z0-9_][a-z0-9_.]{0,127}")
 _LIMIT_KEYS: Tuple[str, ...] = ("memory", "cpus", "pids")
 # Any of these at the top level means the file is an ECR sage.yaml rather than a standalone profile.
 _SAGE_MARKERS = frozenset(
@@ -587,6 +590,31 @@ def _image(value: Any, at: _At) -> str:
     return value
 
 
+def _params(value: Any, at: _At) -> Dict[str, ParamValue]:
+    """Knobs the app may ask for: lowercase names, scalar values (string, number or boolean)."""
+    mapping = _mapping(value, at, "a mapping of knob names to values, e.g. {res: 640, model: yolov5n}")
+    params: Dict[str, ParamValue] = {}
+    for key, item in mapping.items():
+        key_at = at.key(mapping, key)
+        if not isinstance(key, str) or not _PARAM_NAME.fullmatch(key):
+            key_at.expected("a knob name of lowercase letters, digits, '_' and '.' (at most 128)", key)
+        if isinstance(item, float) and not math.isfinite(item):
+            key_at.expected("a finite number", item)
+        if not isinstance(item, (str, int, float, bool)):
+            key_at.expected("a string, number or boolean", item)
+        params[key] = item
+    return params
+
+
+def _required(value: Any, at: _At, metrics: Tuple[str, ...]) -> Tuple[str, ...]:
+    """Collectors that must work, each also listed in ``metrics``."""
+    names = _metrics(value, at)
+    missing = [name for name in names if name not in metrics]
+    if missing:
+        at.fail(f"{', '.join(missing)} must also be listed in metrics to be required")
+    return names
+
+
 def _target_name(value: Any, at: _At) -> str:
     if not isinstance(value, str) or not _TARGET_NAME.fullmatch(value):
         at.expected("a name of letters, digits, '.', '_' or '-' (at most 64, starting with a letter or digit)", value)
@@ -602,7 +630,8 @@ def _target(value: Any, at: _At, default_name: str) -> Target:
     timeout = _seconds(value["timeout"], at.key(value, "timeout"), _TIMEOUT_EXPECTED) if "timeout" in value else 0.0
     env = _env(value["env"], at.key(value, "env")) if "env" in value else {}
     name = _target_name(value["name"], at.key(value, "name")) if "name" in value else default_name
-    return Target(args=args, timeout_s=timeout, env=env, name=name)
+    params = _params(value["params"], at.key(value, "params")) if "params" in value else {}
+    return Target(args=args, timeout_s=timeout, env=env, name=name, params=params)
 
 
 def _targets(value: Any, at: _At) -> Tuple[Target, ...]:
@@ -689,6 +718,10 @@ def _from_section(
     grace = _seconds(value, where, _GRACE_EXPECTED) if has else DEFAULT_GRACE_S
     has, value, where = opt("limits")
     limits = _limits(value, where) if has else Limits()
+    has, value, where = opt("params")
+    params = _params(value, where) if has else {}
+    has, value, where = opt("required")
+    required = _required(value, where, metrics) if has else ()
 
     return Profile(
         image=chosen,
@@ -700,6 +733,8 @@ def _from_section(
         grace_s=grace,
         limits=limits,
         source=at.source,
+        params=params,
+        required=required,
     )
 
 

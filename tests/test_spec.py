@@ -723,3 +723,41 @@ def test_cli_and_file_build_the_same_profile(tmp_path: Path) -> None:
 def test_public_api() -> None:
     assert set(spec.__all__) >= {"load_profile", "parse_profile", "profile_from_args", "split_args"}
     assert all(hasattr(spec, name) for name in spec.__all__)
+
+
+# -- knobs and required collectors ---------------------------------------------------------------------------------
+def test_params_merge_profile_and_target_and_required_collectors():
+    profile = parse_profile(
+        "image: a\n"
+        "metrics: [system, container]\n"
+        "required: [container]\n"
+        "params: {res: 640, model: yolo, fast: true}\n"
+        "targets:\n"
+        "  - {name: small, params: {res: 320}}\n"
+        "  - {name: big}\n",
+        source="p.yaml",
+    )
+    small, big = profile.targets
+    assert profile.required == ("container",)
+    assert profile.target_params(small) == {"res": 320, "model": "yolo", "fast": True}
+    assert profile.target_params(big) == {"res": 640, "model": "yolo", "fast": True}
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "field", "words"),
+    [
+        ("params: {Res: 1}\n", 4, "params.Res", ["knob name"]),
+        ("params: {res: [1, 2]}\n", 4, "params.res", ["string, number or boolean"]),
+        ("params: {res: .nan}\n", 4, "params.res", ["finite number"]),
+        ("params: 3\n", 4, "params", ["mapping of knob names"]),
+        ("required: [container]\n", 4, "required", ["must also be listed in metrics"]),
+        ("required: [bogus]\n", 4, "required[0]", ["unknown metric 'bogus'"]),
+    ],
+)
+def test_bad_params_and_required(text, line, field, words):
+    with pytest.raises(SpecError) as info:
+        parse_profile("image: a\ntargets:\n  - {args: x}\n" + text, source="p.yaml")
+    e = info.value
+    assert (e.source, e.line, e.field) == ("p.yaml", line, field), str(e)
+    for word in words:
+        assert word in str(e)
