@@ -13,7 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import docker
 import requests
@@ -54,6 +54,7 @@ class AppSettings:
     env: Mapping[str, str] = field(default_factory=dict)
     labels: Mapping[str, str] = field(default_factory=dict)
     output_host_path: Optional[str] = None  # bound at APP_OUTPUT_DIR
+    mounts: Mapping[str, Tuple[str, bool]] = field(default_factory=dict)  # host path -> (app path, read_only)
     limits: Limits = field(default_factory=Limits)
     init: bool = True  # docker-init as PID 1: signals reach the app, orphaned children are reaped
     log_limit: int = DEFAULT_LOG_LIMIT
@@ -127,7 +128,9 @@ class AppContainer:
             host_config["nano_cpus"] = int(s.limits.cpus * 1e9)
         if s.limits.pids:
             host_config["pids_limit"] = s.limits.pids
-        volumes = {}
+        volumes = {
+            host: {"bind": inside, "mode": "ro" if ro else "rw"} for host, (inside, ro) in s.mounts.items()
+        }
         if s.output_host_path:
             volumes[s.output_host_path] = {"bind": APP_OUTPUT_DIR, "mode": "rw"}
         try:
@@ -207,6 +210,14 @@ class AppContainer:
             pass
         except (docker.errors.APIError, requests.exceptions.RequestException) as e:
             self.on_event("warning", message=f"cannot remove container {self.settings.name}: {e}")
+
+    def pid(self) -> int:
+        """The app container's init PID as the engine reports it (host PID namespace), 0 when unknown."""
+        try:
+            self.container.reload()
+            return int(self.container.attrs.get("State", {}).get("Pid") or 0)
+        except (docker.errors.DockerException, requests.exceptions.RequestException):
+            return 0
 
     # -- internals -------------------------------------------------------------------------------------------
     def _find_by_name(self) -> Any:

@@ -7,6 +7,7 @@ Exit codes: 0 profiling worked (every run complete) · 1 profiling failed or a r
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 import time
@@ -20,10 +21,12 @@ from .engine import connect
 from .errors import DockerUnavailable, SpecError, WaapError
 from .hostpath import detect_mapper
 from .images import PULL_POLICIES, PullProgress
+from .live import LiveMetrics, parse_address
 from .profile import Profile
 from .reaper import Reaped, reap
 from .runner import Observer, RunInfo, Runner, RunResult, SessionResult
 from .spec import load_profile, profile_from_args
+from .summary import SUMMARY, format_table
 
 __all__ = ["main"]
 
@@ -33,8 +36,10 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DOCKER, EXIT_INTERRUPTED = 0, 1, 2, 3, 13
 class ConsoleObserver(Observer):
     """Live progress: a rewritten status line on a terminal, a line every ``every_s`` seconds otherwise."""
 
-    def __init__(self, out: TextIO, *, quiet: bool = False, every_s: float = 10.0) -> None:
+    def __init__(self, out: TextIO, *, quiet: bool = False, every_s: float = 10.0,
+                 live: Optional[LiveMetrics] = None) -> None:
         self.out = out
+        self.live = live
         self.quiet = quiet
         self.tty = out.isatty()
         self.every_s = every_s
@@ -74,6 +79,8 @@ class ConsoleObserver(Observer):
                      f"{mb_done:.1f}/{mb_total:.1f} MB  {progress.status}")
 
     def run_started(self, run: RunInfo) -> None:
+        if self.live is not None:
+            self.live.begin_run(run.run_id)
         args = " ".join(run.target.args) or "(image default)"
         self._print(f"[{run.run_number}/{run.runs_total}] {run.path.name}: args {args}")
         self._last_line = time.monotonic()
@@ -87,6 +94,8 @@ class ConsoleObserver(Observer):
             self._print(f"  sent {fields['signal']} ({fields['reason']})")
         elif kind in ("error", "warning"):
             self._print(f"  {kind}: {fields.get('message')}")
+        elif kind == "collector_failed":
+            self._print(f"  collector {fields.get('collector')} failed: {fields.get('reason')}")
 
     def run_finished(self, result: RunResult) -> None:
         code = "-" if result.exit_code is None else str(result.exit_code)
@@ -111,6 +120,8 @@ def _add_run_parser(sub: Any) -> None:
     p.add_argument("--output", "-o", type=Path, default=Path("results"), help="results folder (default: ./results)")
     p.add_argument("--pull", choices=PULL_POLICIES, default="missing", help="when to pull the image")
     p.add_argument("--quiet", "-q", action="store_true", help="no live progress")
+    p.add_argument("--live", metavar="HOST:PORT", type=parse_address,
+                   help="serve current values in Prometheus text format during the run (e.g. 127.0.0.1:9464)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -154,15 +165,47 @@ def _summary(session: SessionResult, out: TextIO) -> None:
     for r in session.runs:
         if r.error:
             out.write(f"  {r.info.path.name}: {r.error}\n")
+    for r in session.runs:
+        _run_metrics(r, out)
     out.write(f"Results: {session.path}\n")
+
+
+def _read_json(path: Path) -> Dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _run_metrics(run: RunResult, out: TextIO) -> None:
+    """The key metrics of a run, and its collectors that did not work (with why)."""
+    summary = _read_json(run.info.path / SUMMARY)
+    table = format_table(summary) if summary else ""
+    notes = [
+        f"{c.get('name')}: {c.get('status')} ({c.get('reason', '')})"
+        for c in _read_json(run.info.path / "manifest.json").get("collectors", [])
+        if c.get("status") != "ok"
+    ]
+    if table or notes:
+        out.write(f"\n{run.info.path.name}\n")
+    if table:
+        out.write("\n".join("  " + line for line in table.splitlines()) + "\n")
+    for note in notes:
+        out.write(f"  {note}\n")
 
 
 def _cmd_run(ns: argparse.Namespace, out: TextIO) -> int:
     profile = _profile_from(ns)
     client = connect(ns.docker_host)
-    observer = ConsoleObserver(out, quiet=ns.quiet)
+    live: Optional[LiveMetrics] = None
+    if ns.live is not None:
+        live = LiveMetrics()
+        host, port = live.serve(f"{ns.live[0]}:{ns.live[1]}")
+        out.write(f"live metrics: http://{host}:{port}/metrics\n")
+    observer = ConsoleObserver(out, quiet=ns.quiet, live=live)
     runner = Runner(client, output_root=ns.output, observer=observer, path_mapper=detect_mapper(client),
-                    pull_policy=ns.pull)
+                    pull_policy=ns.pull, listeners=[live] if live is not None else [])
     interrupts = 0
 
     def on_signal(signum: int, _frame: Optional[FrameType]) -> None:
@@ -180,6 +223,8 @@ def _cmd_run(ns: argparse.Namespace, out: TextIO) -> int:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+        if live is not None:
+            live.close()
     _summary(session, out)
     if interrupts and not session.runs:
         return EXIT_INTERRUPTED

@@ -11,20 +11,23 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import docker
 
 from . import __version__
 from .app import DEFAULT_LOG_LIMIT, STOP_REASONS, AppContainer, AppOutcome, AppSettings, sanitize_output
+from .collectors import Sample
 from .device import device_facts
 from .errors import RunDirError, WaapError
 from .hostpath import PathMapper
 from .identity import RunnerIdentity, labels_for
 from .images import ImageInfo, PullProgress, ensure_image
+from .measurement import RunMeasurement, split_mounts
 from .profile import Profile, Target
 from .reaper import Reaped, reap
 from .rundir import SCHEMA_VERSION, RunDir, now_ns, write_json_atomic
+from .sampler import CollectorError
 
 __all__ = ["Observer", "RunInfo", "RunResult", "Runner", "SessionResult", "new_session_id"]
 
@@ -113,6 +116,7 @@ class Runner:
         path_mapper: Optional[PathMapper] = None,
         pull_policy: str = "missing",
         log_limit: int = DEFAULT_LOG_LIMIT,
+        listeners: Sequence[Callable[[Sample], None]] = (),
     ) -> None:
         self.client = client
         self.output_root = output_root
@@ -120,6 +124,7 @@ class Runner:
         self.path_mapper = path_mapper or PathMapper()
         self.pull_policy = pull_policy
         self.log_limit = log_limit
+        self.listeners = list(listeners)  # every sample of every run, e.g. the live endpoint
         self.identity = RunnerIdentity.current()
         self._stop_reason: Optional[str] = None
         self._lock = threading.Lock()
@@ -207,11 +212,25 @@ class Runner:
         env.update(WAAP_RUN_ID=info.run_id, WAAP_OUTPUT_DIR="/app/profiling_output")
         timeout = target.timeout_s
         deadline = time.time() + timeout + profile.grace_s + DEADLINE_MARGIN_S if timeout > 0 else 0
-        run_dir.start(self._manifest(profile, info, image, device, env))
 
         def on_event(kind: str, **fields: Any) -> None:
             run_dir.event(kind, **fields)
             self.observer.event(info, kind, fields)
+
+        measurement = RunMeasurement(
+            profile.metrics,
+            run_id=info.run_id,
+            run_dir=run_dir.path,
+            output_dir=run_dir.output,
+            interval_s=profile.interval_s,
+            params=profile.target_params(target),
+            required=profile.required,
+            on_event=on_event,
+            listeners=self.listeners,
+        )
+        extra_env, mounts = split_mounts(measurement.prepare(), self.path_mapper.to_host)
+        env.update(extra_env)
+        run_dir.start(self._manifest(profile, info, image, device, env))
 
         app = AppContainer(
             self.client,
@@ -229,6 +248,7 @@ class Runner:
                     runner_container=self.path_mapper.container_id,
                 ),
                 output_host_path=self.path_mapper.to_host(run_dir.output),
+                mounts=mounts,
                 limits=profile.limits,
                 log_limit=self.log_limit,
             ),
@@ -240,9 +260,13 @@ class Runner:
         error: Optional[str] = None
         started = False
         try:
+            failed = measurement.required_failures()
+            if failed:
+                raise CollectorError(f"required collector(s) {', '.join(failed)} could not be prepared")
             app.create()
             app.start(run_dir.app_log)
             started = True
+            measurement.start(app.container.id, app.pid())
             outcome = app.wait(
                 timeout_s=timeout,
                 grace_s=profile.grace_s,
@@ -254,17 +278,27 @@ class Runner:
             on_event("error", message=error)
         except BaseException:
             # a second Ctrl-C or a bug: never leave the app running or the manifest unfinished
-            self._abandon(app, run_dir, info)
+            measurement.stop()
+            self._abandon(app, run_dir, measurement)
             raise
         finally:
+            measurement.stop()  # the last sample, taken at the app's exit
             if outcome is None and started:
                 self._kill_quietly(app)
             app.remove()
-        return self._finish(run_dir, info, outcome, error)
+        return self._finish(run_dir, info, outcome, error, measurement)
 
     def _finish(
-        self, run_dir: RunDir, info: RunInfo, outcome: Optional[AppOutcome], error: Optional[str]
+        self,
+        run_dir: RunDir,
+        info: RunInfo,
+        outcome: Optional[AppOutcome],
+        error: Optional[str],
+        measurement: RunMeasurement,
     ) -> RunResult:
+        summary = measurement.write_summary()
+        if summary:
+            run_dir.event("summary_written", metrics=len(summary.get("metrics", {})))
         removed = sanitize_output(run_dir.output)
         if removed:
             run_dir.event("output_sanitized", removed=removed)
@@ -286,17 +320,23 @@ class Runner:
                         "truncated": outcome.log_bytes_dropped > 0},
             }
         run_dir.event("run_finished", status=status, stop_reason=reason)
+        fields.update(measurement.manifest_fields())
         run_dir.finish(status, stop_reason=reason, exit_code=code, error=error, **fields)
         return RunResult(info=info, status=status, stop_reason=reason, exit_code=code, duration_s=duration,
                          error=error)
 
-    def _abandon(self, app: AppContainer, run_dir: RunDir, info: RunInfo) -> None:
+    def _abandon(self, app: AppContainer, run_dir: RunDir, measurement: RunMeasurement) -> None:
         self._kill_quietly(app)
         app.remove()
         try:
             sanitize_output(run_dir.output)
             run_dir.event("run_abandoned")
-            run_dir.finish("partial", stop_reason="interrupted", error="the profiler was stopped before the run ended")
+            run_dir.finish(
+                "partial",
+                stop_reason="interrupted",
+                error="the profiler was stopped before the run ended",
+                **measurement.manifest_fields(),
+            )
         except RunDirError:
             pass
 
@@ -324,10 +364,8 @@ class Runner:
                        "pids": profile.limits.pids},
             "interval_s": profile.interval_s,
             "metrics": list(profile.metrics),
-            "collectors": [
-                {"name": m, "status": "unavailable", "reason": "no collector for this metric in this WaAP version"}
-                for m in profile.metrics
-            ],
+            "collectors": [{"name": m, "status": "pending"} for m in profile.metrics],
+            "required": list(profile.required),
             "device": device,
             "runner": {"in_container": self.path_mapper.in_container, "pid": self.identity.pid},
             "created_ns": now_ns(),

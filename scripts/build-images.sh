@@ -3,9 +3,10 @@
 #   waap-base:bookworm           minimal Debian bookworm + python3 (mmdebstrap -> docker import)
 #   waap-demo-objcounter:latest  the demo plugin (examples/objcounter)
 #   waap-profiler:latest         the profiler itself, for running WaAP in a container (docker/Dockerfile)
+#   waap-test-pywaggle:latest    an unmodified app on the real pywaggle from PyPI, for tests (tests/images/pywaggle)
 # Each image carries a label with a hash of its inputs (files, build arguments, base image id); an image
 # whose label does not match is rebuilt.
-# Usage: scripts/build-images.sh [--force] [base|demo|profiler]...   (no names = all three)
+# Usage: scripts/build-images.sh [--force] [base|demo|profiler|pywaggle]...   (no names = all four)
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -16,16 +17,17 @@ want=()
 while [ $# -gt 0 ]; do
     case "$1" in
     --force) force=1 ;;
-    base | demo | profiler) want+=("$1") ;;
-    -h | --help) sed -n '2,8p' "$0"; exit 0 ;;
+    base | demo | profiler | pywaggle) want+=("$1") ;;
+    -h | --help) sed -n '2,9p' "$0"; exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
     esac
     shift
 done
-[ "${#want[@]}" -gt 0 ] || want=(base demo profiler)
+[ "${#want[@]}" -gt 0 ] || want=(base demo profiler pywaggle)
 wanted() { [[ " ${want[*]} " == *" $1 "* ]]; }
 
 HASH_LABEL=org.waggle.waap.inputs
+WAAP_PYWAGGLE_IMAGE=${WAAP_PYWAGGLE_IMAGE:-waap-test-pywaggle:latest}
 BASE_SUITE=bookworm
 BASE_PACKAGES=python3,python3-venv,procps,ca-certificates
 # merged /usr through the hook, as debootstrap does it; without it apt picks the usrmerge package, which
@@ -133,12 +135,33 @@ if wanted profiler; then
     fi
 fi
 
+# (d) pywaggle test app ----------------------------------------------------------------------------------------
+if wanted pywaggle; then
+    pywaggle_dir=tests/images/pywaggle
+    pywaggle_inputs=("$pywaggle_dir/Dockerfile" "$pywaggle_dir/app.py" "$pywaggle_dir/requirements.txt")
+    pywaggle_hash=$(hash_inputs "$base_id" "${pywaggle_inputs[@]}")
+    if needs_build "$WAAP_PYWAGGLE_IMAGE" "$pywaggle_hash"; then
+        start=$SECONDS
+        say "building $WAAP_PYWAGGLE_IMAGE from $pywaggle_dir (pywaggle wheels fetched here, installed offline)"
+        [ -x .venv/bin/pip ] || die ".venv/bin/pip is missing: run scripts/setup.sh first"
+        mkdir -p "$tmp/pywaggle/wheels"
+        cp "${pywaggle_inputs[@]}" "$tmp/pywaggle/"
+        quietly "downloading the wheels of $pywaggle_dir/requirements.txt (needs access to a package index)" \
+            .venv/bin/pip download --only-binary=:all: --dest "$tmp/pywaggle/wheels" -r "$pywaggle_dir/requirements.txt"
+        quietly "docker build of $WAAP_PYWAGGLE_IMAGE" \
+            docker build --build-arg "BASE_IMAGE=$WAAP_BASE_IMAGE" --label "$HASH_LABEL=$pywaggle_hash" \
+            -t "$WAAP_PYWAGGLE_IMAGE" "$tmp/pywaggle"
+        say "built $WAAP_PYWAGGLE_IMAGE in $(elapsed "$start")"
+        built+=("$WAAP_PYWAGGLE_IMAGE")
+    fi
+fi
+
 # the classic builder leaves the first stage behind as a dangling image: drop those of this build
 if [ "${#built[@]}" -gt 0 ]; then
     docker image prune -f --filter "label=$HASH_LABEL" >/dev/null 2>&1 || true
 fi
 say "images:"
-for image in "$WAAP_BASE_IMAGE" "$WAAP_DEMO_IMAGE" "$WAAP_PROFILER_IMAGE"; do
+for image in "$WAAP_BASE_IMAGE" "$WAAP_DEMO_IMAGE" "$WAAP_PROFILER_IMAGE" "$WAAP_PYWAGGLE_IMAGE"; do
     if image_exists "$image"; then
         printf '    %-32s %s\n' "$image" "$(docker image inspect -f '{{.Size}}' "$image" | numfmt --to=si --suffix=B)"
     fi

@@ -44,7 +44,12 @@ def test_app_that_exits_leaves_a_complete_run_directory(docker_client, base_imag
     # args are an argv list: the shell metacharacters reach the app literally
     assert (run.info.path / "app.log").read_text() == "hello ['a b', '$(id)']\n"
     assert events(run.info.path) == ["run_started", "container_created", "started", "exited", "container_removed",
-                                     "run_finished"]
+                                     "summary_written", "run_finished"]
+    # the default collector sampled the run: a first sample at the start, a last one at the exit
+    assert [c["status"] for c in m["collectors"]] == ["ok"] and m["sampling"]["samples"] >= 2
+    samples = read_jsonl(run.info.path / "samples.jsonl")
+    assert all(isinstance(s["ts_ns"], int) and s["source"] == "system" for s in samples)
+    assert samples[0]["ts_ns"] - m["start_ns"] < 100_000_000
     with pytest.raises(docker.errors.NotFound):
         docker_client.containers.get(f"waap-{s.session_id}-hello-r1")
 

@@ -20,6 +20,7 @@ from profiler.device import engine_facts, host_facts
 from profiler.hostpath import PathMapper
 from profiler.identity import LABEL, LABEL_RUN_DIR, RunnerIdentity
 from profiler.images import ImageInfo
+from profiler.measurement import RunMeasurement
 from profiler.profile import Limits, Profile, Target
 from profiler.reaper import _mark_run_dir
 from profiler.rundir import EVENTS, MANIFEST, SCHEMA_VERSION, RunDir, read_jsonl, read_manifest
@@ -88,6 +89,12 @@ class _FakeEngine:
 
     def version(self) -> Dict[str, Any]:
         return {"Version": "24.0.7", "ApiVersion": "1.43"}
+
+
+def _measurement(run_dir: RunDir, info: RunInfo) -> RunMeasurement:
+    """The measurement of a run whose app never started sampling: its collectors are reported unavailable."""
+    return RunMeasurement(("system",), run_id=info.run_id, run_dir=run_dir.path, output_dir=run_dir.output,
+                          interval_s=1.0, params={}, on_event=run_dir.event)
 
 
 def _runner() -> Runner:
@@ -252,7 +259,7 @@ def test_final_manifest_validates(
     run_dir = _started(runner, profile, info)
     if error:
         run_dir.event("error", message=error)
-    result = runner._finish(run_dir, info, outcome, error)
+    result = runner._finish(run_dir, info, outcome, error, _measurement(run_dir, info))
     assert (result.status, result.stop_reason) == (status, reason)
     manifest = read_manifest(info.path)
     assert manifest["finished"] is True
@@ -271,7 +278,7 @@ def test_abandoned_run_validates(session_path: Path) -> None:
     run_dir = _started(runner, profile, info)
     never_created = AppSettings(image="x", name="waap-test")
     app = AppContainer(None, never_created, on_event=run_dir.event)
-    runner._abandon(app, run_dir, info)
+    runner._abandon(app, run_dir, _measurement(run_dir, info))
     manifest = read_manifest(info.path)
     assert (manifest["status"], manifest["stop_reason"], manifest["finished"]) == (
         "partial",
@@ -332,7 +339,7 @@ def test_events_written_by_the_code_validate(session_path: Path) -> None:
     run_dir.event("some_future_event", detail={"anything": [1, 2]})
     # the app tries to point later readers at the device's files
     os.symlink("/etc/passwd", run_dir.output / "planted")
-    runner._finish(run_dir, info, _outcome("timeout", None, signals=["SIGINT"]), None)
+    runner._finish(run_dir, info, _outcome("timeout", None, signals=["SIGINT"]), None, _measurement(run_dir, info))
 
     events = read_jsonl(info.path / EVENTS)
     kinds = [e["event"] for e in events]
@@ -358,7 +365,7 @@ def test_session_file_validates(session_path: Path, interrupted: bool) -> None:
 
     info = _info(session_path, profile)
     run_dir = _started(runner, profile, info)
-    result.runs.append(runner._finish(run_dir, info, _outcome(), None))
+    result.runs.append(runner._finish(run_dir, info, _outcome(), None, _measurement(run_dir, info)))
     result.runs.append(
         RunResult(
             info=_info(session_path, profile, rep=2, name="gpu-r2"),
@@ -387,7 +394,8 @@ def final_manifest(session_path: Path) -> Dict[str, Any]:
     profile = _profile()
     info = _info(session_path, profile)
     runner = _runner()
-    runner._finish(_started(runner, profile, info), info, _outcome(), None)
+    started = _started(runner, profile, info)
+    runner._finish(started, info, _outcome(), None, _measurement(started, info))
     manifest = read_manifest(info.path)
     _assert_valid("manifest", manifest)
     return manifest

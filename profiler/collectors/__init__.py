@@ -6,10 +6,11 @@ from __future__ import annotations
 import importlib
 from typing import Dict, List, Tuple, Type
 
-from .base import Collector, CollectorStatus, MetricInfo, RunContext, Sample, SampleSink, Unavailable
+from .base import AppAdditions, Collector, CollectorStatus, MetricInfo, RunContext, Sample, SampleSink, Unavailable
 
 __all__ = [
     "REGISTRY",
+    "AppAdditions",
     "Collector",
     "CollectorStatus",
     "MetricInfo",

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar, Dict, Mapping, Optional, Tuple
 
 __all__ = [
+    "AppAdditions",
     "Collector",
     "CollectorStatus",
     "MetricInfo",
@@ -63,6 +64,19 @@ class Sample:
 SampleSink = Callable[[Sample], None]
 
 
+@dataclass
+class AppAdditions:
+    """What a collector needs in the app container, asked for before it is created: environment variables and
+    folders of the run directory to mount (local path -> path in the app container, read-only or not)."""
+
+    env: Dict[str, str] = field(default_factory=dict)
+    mounts: Dict[Path, Tuple[str, bool]] = field(default_factory=dict)  # local path -> (app path, read_only)
+
+    def merge(self, other: AppAdditions) -> None:
+        self.env.update(other.env)
+        self.mounts.update(other.mounts)
+
+
 @dataclass(frozen=True)
 class RunContext:
     """What a collector may know about the run it measures. Paths are as the runner sees them."""
@@ -105,6 +119,10 @@ class Collector(ABC):
 
     def __init__(self) -> None:
         self.status = CollectorStatus(self.name)
+
+    def prepare(self, run_dir: Path, output_dir: Path, params: Mapping[str, Any]) -> AppAdditions:
+        """Called before the app container is created: what it needs in that container (env, mounts)."""
+        return AppAdditions()
 
     def start(self, ctx: RunContext, sink: SampleSink) -> None:
         """Called once the app container runs. Raise ``Unavailable`` when this source cannot work here."""
