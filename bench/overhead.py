@@ -232,11 +232,14 @@ def run_docker(image: str, iterations: int) -> Dict[str, Any]:
     return finish(raw, parse_app_output(raw["stdout"], "docker run"))
 
 
-def run_waap(waap: Sequence[str], image: str, iterations: int, timeout_s: int) -> Dict[str, Any]:
+def run_waap(
+    waap: Sequence[str], image: str, iterations: int, timeout_s: int, extra: Sequence[str] = ()
+) -> Dict[str, Any]:
     args = shlex.join(["python3", "-c", APP_CODE, str(iterations)])
     with tempfile.TemporaryDirectory(prefix="waap-bench-") as out:
         raw = timed(
-            [*waap, "run", "--image", image, "--args", args, "--timeout", str(timeout_s), "-o", out, "-q"], "waap run"
+            [*waap, "run", "--image", image, "--args", args, "--timeout", str(timeout_s), "-o", out, "-q", *extra],
+            "waap run",
         )
         runs = sorted(Path(out).glob("*/*/manifest.json"))
         if len(runs) != 1:
@@ -299,7 +302,7 @@ def benchmark(ns: argparse.Namespace) -> Dict[str, Any]:
 
     def run(side: str) -> Dict[str, Any]:
         if side == "waap":
-            return run_waap(waap, ns.image, iterations, timeout_s)
+            return run_waap(waap, ns.image, iterations, timeout_s, waap_options(ns))
         return run_docker(ns.image, iterations)
 
     if ns.aa:
@@ -441,6 +444,16 @@ def report(result: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def waap_options(ns: argparse.Namespace) -> List[str]:
+    """The measurement options passed through to ``waap run``."""
+    options: List[str] = []
+    if ns.metrics:
+        options += ["--metrics", ns.metrics]
+    if ns.interval:
+        options += ["--interval", ns.interval]
+    return options
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pairs", type=int, default=5, help="pairs of runs to measure (default 5)")
@@ -460,6 +473,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         action="store_true",
         help="A/A control: compare docker run with docker run instead of waap, to see the noise floor",
     )
+    parser.add_argument("--metrics", help="collectors for waap run, e.g. system,container,custom (default: waap's)")
+    parser.add_argument("--interval", help="sampling interval for waap run in seconds (default: waap's, 1 s)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     ns = parser.parse_args(argv)
     if ns.pairs < 1 or ns.work_seconds <= 0:

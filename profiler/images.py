@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Mapping, Optional
 
 import docker
 import requests
@@ -45,6 +45,7 @@ class ImageInfo:
     id: str
     digest: Optional[str]  # the registry digest, when the image came from a registry
     pulled: bool
+    env: Mapping[str, str] = field(default_factory=dict)  # the image's own environment (Config.Env)
 
 
 def ensure_image(
@@ -68,7 +69,8 @@ def ensure_image(
         if image is None:
             raise ImageError(f"image {ref!r} was pulled but the engine does not list it")
     digests = image.attrs.get("RepoDigests") or []
-    return ImageInfo(ref=ref, id=image.id, digest=digests[0] if digests else None, pulled=pulled)
+    env = dict(e.split("=", 1) for e in (image.attrs.get("Config") or {}).get("Env") or [] if "=" in e)
+    return ImageInfo(ref=ref, id=image.id, digest=digests[0] if digests else None, pulled=pulled, env=env)
 
 
 def _local(client: docker.DockerClient, ref: str) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from .collectors import AppAdditions, Collector, CollectorStatus, RunContext, Sample, collector_class
 from .errors import WaapError
@@ -13,7 +13,7 @@ from .rundir import SAMPLES, write_json_atomic
 from .sampler import Sampler
 from .summary import SUMMARY, Summarizer
 
-__all__ = ["RunMeasurement", "container_pid"]
+__all__ = ["PATH_LIKE", "RunMeasurement", "app_env", "container_pid", "split_mounts"]
 
 EventSink = Callable[..., None]
 
@@ -103,9 +103,17 @@ class RunMeasurement:
 
     def stop(self) -> None:
         """The last sample and the collectors' release. Safe to call when never started, and more than once."""
-        if self.sampler is not None and not self._stopped:
-            self._stopped = True
+        if self._stopped:
+            return
+        self._stopped = True
+        if self.sampler is not None:
             self.sampler.stop()
+            return
+        for collector in self.collectors:  # prepared but never started (the app did not start): release them
+            try:
+                collector.stop()
+            except Exception as e:  # a collector's fault must never take the run down with it
+                self.on_event("collector_failed", collector=collector.name, phase="stop", reason=str(e))
 
     def write_summary(self) -> Dict[str, Any]:
         """Write summary.json (when there were samples) and return it; a write failure is an event, not a crash."""
@@ -131,7 +139,20 @@ class RunMeasurement:
         return {"collectors": statuses, "sampling": sampling}
 
 
-def split_mounts(additions: AppAdditions, to_host: Callable[[Path], str]) -> Tuple[Dict[str, str], Dict[str, Any]]:
-    """The additions as the engine needs them: env, and mounts keyed by host path."""
-    mounts = {to_host(Path(os.fspath(local))): spec for local, spec in additions.mounts.items()}
-    return dict(additions.env), mounts
+# variables that are search paths: a collector's entry goes in front of the app's own value, never replaces it
+PATH_LIKE = ("PYTHONPATH", "PATH", "LD_LIBRARY_PATH")
+
+
+def app_env(app_env: Mapping[str, str], image_env: Mapping[str, str], additions: Mapping[str, str]) -> Dict[str, str]:
+    """The app's environment with the collectors' additions: theirs win, except that search paths are prepended
+    to the value the app would have had (its profile's, else its image's)."""
+    env = dict(app_env)
+    for key, value in additions.items():
+        existing = env.get(key, image_env.get(key, ""))
+        env[key] = f"{value}:{existing}" if key in PATH_LIKE and existing else value
+    return env
+
+
+def split_mounts(additions: AppAdditions, to_host: Callable[[Path], str]) -> Dict[str, Any]:
+    """The additions' mounts as the engine needs them: keyed by host path."""
+    return {to_host(Path(os.fspath(local))): spec for local, spec in additions.mounts.items()}

@@ -23,7 +23,7 @@ from .errors import RunDirError, WaapError
 from .hostpath import PathMapper
 from .identity import RunnerIdentity, labels_for
 from .images import ImageInfo, PullProgress, ensure_image
-from .measurement import RunMeasurement, split_mounts
+from .measurement import RunMeasurement, app_env, split_mounts
 from .profile import Profile, Target
 from .reaper import Reaped, reap
 from .rundir import SCHEMA_VERSION, RunDir, now_ns, write_json_atomic
@@ -228,8 +228,9 @@ class Runner:
             on_event=on_event,
             listeners=self.listeners,
         )
-        extra_env, mounts = split_mounts(measurement.prepare(), self.path_mapper.to_host)
-        env.update(extra_env)
+        additions = measurement.prepare()
+        mounts = split_mounts(additions, self.path_mapper.to_host)
+        env = app_env(env, image.env, additions.env)
         run_dir.start(self._manifest(profile, info, image, device, env))
 
         app = AppContainer(

@@ -140,3 +140,14 @@ def test_spec_error_names_where():
     e = SpecError("expected a number", source="p.yaml", line=3, field="targets[0].timeout")
     assert str(e) == "p.yaml:3: targets[0].timeout: expected a number"
     assert json.dumps({"e": str(SpecError("x"))})
+
+
+# -- the app's environment with the collectors' additions --------------------------------------------------------
+def test_search_paths_are_prepended_to_the_apps_own_and_other_additions_win():
+    from profiler.measurement import app_env
+
+    additions = {"PYTHONPATH": "/run/waap", "WAAP_METRICS_SOCKET": "/run/waap/metrics.sock", "TZ": "UTC"}
+    assert app_env({"TZ": "Europe/Paris", "A": "1"}, {"PYTHONPATH": "/app/lib"}, additions) == {
+        "TZ": "UTC", "A": "1", "PYTHONPATH": "/run/waap:/app/lib", "WAAP_METRICS_SOCKET": "/run/waap/metrics.sock"}
+    assert app_env({"PYTHONPATH": "/mine"}, {"PYTHONPATH": "/image"}, additions)["PYTHONPATH"] == "/run/waap:/mine"
+    assert app_env({}, {}, additions)["PYTHONPATH"] == "/run/waap"
