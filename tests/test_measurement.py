@@ -96,3 +96,54 @@ def test_a_required_collector_that_cannot_work_fails_the_run(base_image, tmp_pat
     assert (m["status"], m["stop_reason"]) == ("failed", "error")
     assert "gpu-summary" in m["error"]
     assert Path(run / "app.log").exists()
+
+
+def test_app_metrics_and_knobs_through_the_socket(base_image, tmp_path, results):
+    app = (
+        "import time, waap_plugin as plugin\n"
+        "res = plugin.param('res', 0).get()\n"
+        "plugin.gauge('res').set(res)\n"
+        "frames = plugin.metric('frames')\n"
+        "for _ in range(50):\n"
+        "    with plugin.timer('infer'):\n"
+        "        time.sleep(0.02)\n"
+        "    frames.inc()\n"
+    )
+    profile = tmp_path / "p.yaml"
+    profile.write_text(
+        f"image: {base_image}\nmetrics: [custom]\nparams: {{res: 640}}\n"
+        f"targets:\n  - {{name: knob, params: {{res: 320}}, args: [python3, -c, {json.dumps(app)}]}}\n"
+    )
+    p = subprocess.run([*WAAP, "run", "--profile", str(profile), "-o", str(results)], cwd=REPO_ROOT,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr + p.stdout
+    [run] = run_dirs(results)
+    summary = json.loads((run / "summary.json").read_text())["metrics"]
+    assert summary["app.res"]["last"] == 320  # the target's knob, answered by the runner
+    assert summary["app.frames.total"]["last"] == 50
+    assert 20 < summary["app.frames.total"]["rate_per_s"] < 55  # ~50 frames at ~20 ms each: the rate is the FPS
+    assert summary["app.infer.count_total"]["last"] == 50
+    m = read_manifest(run)
+    [custom] = m["collectors"]
+    assert custom["status"] == "ok" and custom["counters"]["socket.lines_rejected"] == 0
+    assert not (run / "sock").exists()  # the socket folder served the run only
+
+
+def test_pywaggle_app_needs_no_change(docker_client, results):
+    image = "waap-test-pywaggle:latest"
+    try:
+        docker_client.images.get(image)
+    except Exception:
+        pytest.fail(f"image {image} is missing; build it with scripts/build-images.sh")
+    p = subprocess.run([*WAAP, "run", "--image", image, "--metrics", "custom", "--timeout", "60", "-o", str(results)],
+                       cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr + p.stdout
+    [run] = run_dirs(results)
+    m = read_manifest(run)
+    published = read_jsonl(run / "output" / "pywaggle" / "data.ndjson")
+    assert published, "the app published nothing"
+    samples = [s for s in read_jsonl(run / "samples.jsonl") if s["source"] == "pywaggle"]
+    assert len(samples) == sum(1 for r in published if isinstance(r["value"], (int, float)))
+    live = [s for s in samples if "app.test.fixed" not in s["values"]]  # one publish carries its own 2023 stamp
+    assert live and all(m["start_ns"] - 10**9 < s["ts_ns"] < m["end_ns"] + 10**9 for s in live)  # UTC, not local
+    assert m["app"]["env"]["PYWAGGLE_LOG_DIR"] == "/app/profiling_output/pywaggle"

@@ -15,6 +15,13 @@ import sys
 import threading
 import time
 
+try:
+    # WaAP's in-app client: mounted at /run/waap (on PYTHONPATH) when the profile asks for the `custom` collector,
+    # or installed with `pip install waap` (as `profiler.plugin`). Without a profiler every call is a no-op.
+    import waap_plugin as plugin
+except ImportError:  # not profiled by WaAP
+    plugin = None
+
 WIDTH = 160
 HEIGHT = 120
 SUMMARY_DIR = "/app/profiling_output"
@@ -147,6 +154,12 @@ def main(argv=None):
         f"interval {args.interval}s, frames {args.frames or 'unlimited'})"
     )
 
+    if plugin is not None:
+        # a knob: the profile's `params: {work: N}` overrides --work while profiling
+        args.work = max(1, int(plugin.param("work", args.work).get()))
+        frames_metric = plugin.metric("frames")
+        objects_gauge = plugin.gauge("objects")
+        frame_timer = plugin.timer("frame")
     started = time.monotonic()
     started_wall = time.time()
     frames = 0
@@ -158,6 +171,10 @@ def main(argv=None):
         count = process_frame(frames, args.work)
         frames += 1
         total_objects += count
+        if plugin is not None:
+            frames_metric.inc()
+            objects_gauge.set(count)
+            frame_timer.observe(time.monotonic() - frame_start)
         now = time.monotonic()
         done = args.frames and frames >= args.frames
         # -interval below --log-interval would flood the log: print at most one line per --log-interval
