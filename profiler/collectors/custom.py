@@ -176,7 +176,7 @@ class CustomCollector(Collector):
 
     def __init__(self, sources: Optional[Sequence[Source]] = None) -> None:
         super().__init__()
-        # The hosted feeds: the socket, and (to come) the pywaggle data-file follower. Replaceable for tests.
+        # The hosted feeds: the metrics socket and the pywaggle data-file follower. Replaceable for tests.
         self.sources: List[Source] = list(sources) if sources is not None else default_sources()
         self._ready: List[Source] = []  # prepared without error
         self._problems: Dict[str, str] = {}  # source name -> why it does not work

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple
+from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import psutil
 
@@ -368,13 +368,7 @@ class SystemCollector(Collector):
                 self._mono(f"disk.{name}.wc", io.write_count),
             )
         # a disk that went away keeps its last totals, so the sums never go back
-        rb, wb, rc, wc = (sum(t[i] for t in self._disk_totals.values()) for i in range(4))
-        return {
-            "system.disk.read_bytes_total": float(rb),
-            "system.disk.write_bytes_total": float(wb),
-            "system.disk.read_ops_total": float(rc),
-            "system.disk.write_ops_total": float(wc),
-        }
+        return _summed(self._disk_totals, _DISK_METRICS)
 
     def _net(self, ts_ns: int) -> Dict[str, float]:
         every = psutil.net_io_counters(pernic=True, nowrap=False)
@@ -388,13 +382,7 @@ class SystemCollector(Collector):
                 self._mono(f"net.{name}.rp", io.packets_recv),
                 self._mono(f"net.{name}.tp", io.packets_sent),
             )
-        rb, tb, rp, tp = (sum(t[i] for t in self._nic_totals.values()) for i in range(4))
-        return {
-            "system.net.rx_bytes_total": float(rb),
-            "system.net.tx_bytes_total": float(tb),
-            "system.net.rx_packets_total": float(rp),
-            "system.net.tx_packets_total": float(tp),
-        }
+        return _summed(self._nic_totals, _NET_METRICS)
 
     def _temperature(self, ts_ns: int) -> Dict[str, float]:
         if self._next_temperature_ns is not None and ts_ns < self._next_temperature_ns:
@@ -455,3 +443,22 @@ class SystemCollector(Collector):
 
 def _why(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+
+
+_DISK_METRICS = (
+    "system.disk.read_bytes_total",
+    "system.disk.write_bytes_total",
+    "system.disk.read_ops_total",
+    "system.disk.write_ops_total",
+)
+_NET_METRICS = (
+    "system.net.rx_bytes_total",
+    "system.net.tx_bytes_total",
+    "system.net.rx_packets_total",
+    "system.net.tx_packets_total",
+)
+
+
+def _summed(per_device: Mapping[str, Sequence[int]], names: Sequence[str]) -> Dict[str, float]:
+    """Per-device running totals summed over devices, one metric per position in the totals."""
+    return {name: float(sum(totals[i] for totals in per_device.values())) for i, name in enumerate(names)}
