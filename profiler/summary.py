@@ -297,7 +297,9 @@ def format_table(summary: Mapping[str, Any], keys: Optional[Sequence[str]] = Non
         m = metrics[key]
         unit = m.get("unit", "")
         cells = [key, str(m.get("count", ""))]
-        cells += [_human(m.get(c), unit) for c in ("mean", "p50", "p95", "max", "last")]
+        # a counter is a running total: its level statistics say nothing, its last value and rate do
+        levels = ("last",) if m.get("kind") == "counter" else ("mean", "p50", "p95", "max", "last")
+        cells += [_human(m.get(c), unit) if c in levels else "" for c in ("mean", "p50", "p95", "max", "last")]
         rate = m.get("rate_per_s")
         cells.append(_human(rate, unit) + "/s" if m.get("kind") == "counter" and rate is not None else "")
         rows.append(tuple(cells))
@@ -321,5 +323,9 @@ def _human(value: Any, unit: str) -> str:
             size /= 1024
     if unit == "percent":
         return f"{value:.1f}%"
+    if unit == "seconds" and abs(value) < 1:
+        return f"{value * 1000:.3g} ms"
     text = f"{value:.4g}"
+    if unit == "seconds":
+        return f"{text} s"
     return f"{text} {unit}" if unit and unit not in ("1", "count") and " " not in unit else text

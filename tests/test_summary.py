@@ -192,3 +192,19 @@ def test_no_infinity_in_the_json(tmp_path: Path) -> None:
 def write_summary_of(run_dir: Path, records: List[Dict[str, Any]]) -> Dict[str, Any]:
     (run_dir / SAMPLES).write_text("".join(json.dumps(r) + "\n" for r in records))
     return write_summary(run_dir, catalog=CATALOG)
+
+
+def test_table_shows_counters_by_their_last_value_and_rate_and_seconds_readably():
+    summary = {
+        "metrics": {
+            "app.frames.total": {"kind": "counter", "unit": "count", "count": 3, "mean": 33.0, "p50": 49.0,
+                                 "p95": 49.9, "max": 50.0, "last": 50.0, "rate_per_s": 49.57},
+            "app.infer.mean_seconds": {"kind": "gauge", "unit": "seconds", "count": 2, "mean": 0.0201, "p50": 0.0201,
+                                       "p95": 0.0202, "max": 0.0202, "last": 0.0201},
+        }
+    }
+    lines = format_table(summary).splitlines()
+    frames = next(line for line in lines if line.startswith("app.frames.total"))
+    assert frames.split()[1:] == ["3", "50", "49.57/s"]  # no mean/p50/p95/max of a running total
+    infer = next(line for line in lines if line.startswith("app.infer.mean_seconds"))
+    assert "20.1 ms" in infer
