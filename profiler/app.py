@@ -57,6 +57,9 @@ class AppSettings:
     mounts: Mapping[str, Tuple[str, bool]] = field(default_factory=dict)  # host path -> (app path, read_only)
     limits: Limits = field(default_factory=Limits)
     init: bool = True  # docker-init as PID 1: signals reach the app, orphaned children are reaped
+    network: str = "run"  # "run": a bridge network of the run's own (same name as the container); "none"
+    runtime: Optional[str] = None
+    devices: Tuple[str, ...] = ()
     log_limit: int = DEFAULT_LOG_LIMIT
 
 
@@ -112,6 +115,7 @@ class AppContainer:
         self.settings = settings
         self.on_event = on_event
         self.container: Any = None
+        self._network: Any = None
         self._log: Optional[_LogFollower] = None
         self._signals: List[str] = []
         self._started_ns = 0
@@ -133,6 +137,13 @@ class AppContainer:
         }
         if s.output_host_path:
             volumes[s.output_host_path] = {"bind": APP_OUTPUT_DIR, "mode": "rw"}
+        if s.runtime:
+            host_config["runtime"] = s.runtime
+        if s.devices:
+            host_config["devices"] = list(s.devices)
+        host_config["network"] = self._create_network() if s.network == "run" else None
+        if s.network == "none":
+            host_config["network_mode"] = "none"
         try:
             self.container = self.client.containers.create(
                 s.image,
@@ -201,15 +212,33 @@ class AppContainer:
         raise DockerError(f"the app container {self.settings.name} did not stop after SIGKILL")
 
     def remove(self) -> None:
-        if self.container is None:
-            return
+        if self.container is not None:
+            try:
+                self.container.remove(force=True, v=True)
+                self.on_event("container_removed", container_id=self.container.id)
+            except docker.errors.NotFound:
+                pass
+            except (docker.errors.APIError, requests.exceptions.RequestException) as e:
+                self.on_event("warning", message=f"cannot remove container {self.settings.name}: {e}")
+        if self._network is not None:
+            try:
+                self._network.remove()
+            except docker.errors.NotFound:
+                pass
+            except (docker.errors.APIError, requests.exceptions.RequestException) as e:
+                self.on_event("warning", message=f"cannot remove network {self.settings.name}: {e}")
+            self._network = None
+
+    def _create_network(self) -> str:
+        """A bridge network of the run's own: the app reaches the outside but no other container (another run's
+        app, the runner). Labelled like the container, so a reaper finds it if the runner dies."""
         try:
-            self.container.remove(force=True, v=True)
-            self.on_event("container_removed", container_id=self.container.id)
-        except docker.errors.NotFound:
-            pass
-        except (docker.errors.APIError, requests.exceptions.RequestException) as e:
-            self.on_event("warning", message=f"cannot remove container {self.settings.name}: {e}")
+            self._network = self.client.networks.create(
+                self.settings.name, driver="bridge", labels=dict(self.settings.labels), check_duplicate=True
+            )
+        except docker.errors.APIError as e:
+            raise DockerError(f"cannot create the run's network: {e.explanation or e}") from e
+        return str(self.settings.name)
 
     def pid(self) -> int:
         """The app container's init PID as the engine reports it (host PID namespace), 0 when unknown."""

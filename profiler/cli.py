@@ -1,19 +1,21 @@
 """The ``waap`` command: a thin layer over the library that parses options, shows progress and picks exit codes.
 
 Exit codes: 0 profiling worked (every run complete) · 1 profiling failed or a run is partial · 2 invalid input ·
-3 Docker engine unreachable · 130 interrupted before any run finished.
+3 Docker engine unreachable · 4 (``waap agent`` only) profiling worked but an app ended abnormally ·
+130 interrupted before any run finished.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
 from pathlib import Path
 from types import FrameType
-from typing import Any, Dict, List, Optional, Sequence, TextIO
+from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple
 
 from . import __version__
 from .doctor import diagnose
@@ -22,6 +24,7 @@ from .errors import DockerUnavailable, SpecError, WaapError
 from .hostpath import detect_mapper
 from .images import PULL_POLICIES, PullProgress
 from .live import LiveMetrics, parse_address
+from .pipeline.params import PARAMETERS, build_budget_s, profile_from_parameters, with_docker_args
 from .profile import Profile
 from .reaper import Reaped, reap
 from .runner import Observer, RunInfo, Runner, RunResult, SessionResult
@@ -30,7 +33,7 @@ from .summary import SUMMARY, format_table
 
 __all__ = ["main"]
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DOCKER, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DOCKER, EXIT_APP_ABNORMAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 
 
 class ConsoleObserver(Observer):
@@ -120,8 +123,30 @@ def _add_run_parser(sub: Any) -> None:
     p.add_argument("--output", "-o", type=Path, default=Path("results"), help="results folder (default: ./results)")
     p.add_argument("--pull", choices=PULL_POLICIES, default="missing", help="when to pull the image")
     p.add_argument("--quiet", "-q", action="store_true", help="no live progress")
+    p.add_argument("--docker-args", metavar="OPTIONS",
+                   help="allow-listed docker options for the app, e.g. \"-e KEY=V --memory 512m -v /data/x:/x:ro\" "
+                        "(see docs/docker-args.md)")
     p.add_argument("--live", metavar="HOST:PORT", type=parse_address,
                    help="serve current values in Prometheus text format during the run (e.g. 127.0.0.1:9464)")
+
+
+def _add_agent_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "agent", help="run the profile that Jenkins job parameters in the environment describe (the pipeline step)",
+        description="The agent half of the Jenkins pipeline. Reads the job parameters (app_name, app_args, "
+                    "app_docker_args, timeout, metrics, interval, repeat, profile, agent_label) from environment "
+                    "variables of the same names and the device's docker policy from WAAP_DATA_ROOTS, "
+                    "WAAP_MAX_MEMORY, WAAP_MAX_CPUS, WAAP_MAX_PIDS, WAAP_DEVICES, WAAP_NVIDIA_RUNTIME. Exit codes: "
+                    "0 profiled, every app ended normally; 4 profiled, an app ended abnormally; 1 profiling failed "
+                    "or a run is partial; 2 invalid parameters; 3 Docker unreachable.")
+    p.add_argument("--output", "-o", type=Path, required=True, help="results folder (the stashed one)")
+    p.add_argument("--plan", type=Path, metavar="FILE",
+                   help="only validate the parameters and write the build's time budget in seconds to FILE")
+    p.add_argument("--no-timeout-budget", type=float, default=3600.0, metavar="S",
+                   help="seconds a target without a timeout counts for in the budget (default 3600)")
+    p.add_argument("--pull", choices=PULL_POLICIES, default="missing", help="when to pull the image")
+    p.add_argument("--quiet", "-q", action="store_true", help="no live progress")
+    p.set_defaults(live=None)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -130,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--docker-host", help="Docker engine address (default: $DOCKER_HOST or the local socket)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_run_parser(sub)
+    _add_agent_parser(sub)
     sub.add_parser("doctor", help="report what this machine can profile")
     sub.add_parser("reap", help="remove containers and networks left behind by runners that died")
     return parser
@@ -197,6 +223,45 @@ def _run_metrics(run: RunResult, out: TextIO) -> None:
 
 def _cmd_run(ns: argparse.Namespace, out: TextIO) -> int:
     profile = _profile_from(ns)
+    if ns.docker_args:
+        from .dockerargs import DockerPolicy
+
+        profile = with_docker_args(profile, ns.docker_args, DockerPolicy.from_env())
+    session, interrupted = _profile_session(profile, ns, out)
+    if interrupted and not session.runs:
+        return EXIT_INTERRUPTED
+    return EXIT_OK if session.ok else EXIT_FAILED
+
+
+def _cmd_agent(ns: argparse.Namespace, out: TextIO) -> int:
+    """The pipeline's agent step: the job's parameters come from the environment (Jenkins exports them there),
+    are validated again here on the device, against the device's own docker policy."""
+    from .dockerargs import DockerPolicy
+
+    values = {p.name: os.environ[p.name] for p in PARAMETERS if p.name in os.environ}
+    profile = profile_from_parameters(values, docker_policy=DockerPolicy.from_env())
+    if ns.plan is not None:
+        budget = build_budget_s(profile, no_timeout_s=ns.no_timeout_budget)
+        ns.plan.write_text(f"{budget}\n")
+        out.write(f"plan: {profile.image}, {len(profile.targets)} target(s) x {profile.repeat}, budget {budget} s\n")
+        return EXIT_OK
+    session, interrupted = _profile_session(profile, ns, out)
+    if interrupted and not session.runs:
+        return EXIT_INTERRUPTED
+    if not session.ok:
+        return EXIT_FAILED
+    return EXIT_APP_ABNORMAL if any(_abnormal(r) for r in session.runs) else EXIT_OK
+
+
+def _abnormal(run: RunResult) -> bool:
+    """The app ended badly on its own: killed for memory or from outside, or a non-zero exit of its own accord.
+    A stop at the timeout is the plan, not the app's failure."""
+    return run.stop_reason in ("oom", "killed") or (run.stop_reason == "exited" and run.exit_code not in (0, None))
+
+
+def _profile_session(profile: Profile, ns: argparse.Namespace, out: TextIO) -> Tuple[SessionResult, bool]:
+    """Run a session with live progress, Ctrl-C handling and the closing summary. Returns it and whether the user
+    interrupted it."""
     client = connect(ns.docker_host)
     live: Optional[LiveMetrics] = None
     if ns.live is not None:
@@ -226,9 +291,7 @@ def _cmd_run(ns: argparse.Namespace, out: TextIO) -> int:
         if live is not None:
             live.close()
     _summary(session, out)
-    if interrupts and not session.runs:
-        return EXIT_INTERRUPTED
-    return EXIT_OK if session.ok else EXIT_FAILED
+    return session, interrupts > 0
 
 
 def _cmd_doctor(ns: argparse.Namespace, out: TextIO) -> int:
@@ -252,7 +315,7 @@ def _cmd_reap(ns: argparse.Namespace, out: TextIO) -> int:
 def main(argv: Optional[Sequence[str]] = None, *, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     parser = build_parser()
     ns = parser.parse_args(argv)
-    commands = {"run": _cmd_run, "doctor": _cmd_doctor, "reap": _cmd_reap}
+    commands = {"run": _cmd_run, "agent": _cmd_agent, "doctor": _cmd_doctor, "reap": _cmd_reap}
     if ns.command is None:
         parser.print_help(out)
         return EXIT_USAGE

@@ -7,7 +7,16 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 from .collectors import metric_names
 
-__all__ = ["DEFAULT_GRACE_S", "DEFAULT_INTERVAL_S", "KNOWN_METRICS", "Limits", "ParamValue", "Profile", "Target"]
+__all__ = [
+    "DEFAULT_GRACE_S",
+    "DEFAULT_INTERVAL_S",
+    "KNOWN_METRICS",
+    "DockerOptions",
+    "Limits",
+    "ParamValue",
+    "Profile",
+    "Target",
+]
 
 # a knob's value, as the app receives it over the metrics socket (``plugin.param("res").get()``)
 ParamValue = Union[str, int, float, bool]
@@ -26,6 +35,20 @@ class Limits:
     memory_bytes: Optional[int] = None
     cpus: Optional[float] = None
     pids: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class DockerOptions:
+    """The few container options a user may give (``app_docker_args``), after the allow-list let them through.
+
+    Everything else a ``docker run`` could do is refused at the edge (``profiler.dockerargs``): the runner holds the
+    Docker socket, so an option that escaped would be root on the device."""
+
+    env: Mapping[str, str] = field(default_factory=dict)
+    data_mounts: Tuple[Tuple[str, str], ...] = ()  # (host path, path in the app container), always read-only
+    runtime: Optional[str] = None  # "nvidia" when allowed
+    network: str = "run"  # "run": a network of the run's own; "none": no network
+    devices: Tuple[str, ...] = ()  # host device paths, only those the agent's policy lists
 
 
 @dataclass(frozen=True)
@@ -54,6 +77,7 @@ class Profile:
     source: str = "<command line>"  # where the profile came from, for messages and the manifest
     params: Mapping[str, ParamValue] = field(default_factory=dict)  # knobs common to every target
     required: Tuple[str, ...] = ()  # collectors whose failure fails the run (others are recorded and skipped)
+    docker: DockerOptions = field(default_factory=DockerOptions)
 
     def target_env(self, target: Target) -> dict[str, str]:
         """The environment a target runs with: the profile's, overridden by the target's."""

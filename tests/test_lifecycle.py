@@ -214,3 +214,21 @@ def test_pull_progress_from_a_local_registry(docker_client, base_image, results,
     assert seen and seen[-1].status.startswith("Status: Downloaded newer image")
     assert (run.info.path / "app.log").read_text() == "pulled\n"
     docker_client.images.remove(ref, force=True)
+
+
+def test_each_run_gets_a_network_of_its_own_that_goes_with_it(docker_client, base_image, results):
+    code = "import socket; print(socket.gethostbyname(socket.gethostname()))"
+    s = session(results, base_image, Target(args=py(code), name="net"))
+    [run] = s.runs
+    name = f"waap-{s.session_id}-net-r1"
+    assert (run.info.path / "app.log").read_text().strip()  # it had an address on its network
+    assert not docker_client.networks.list(names=[name])  # removed with the container
+
+
+def test_network_none_leaves_only_loopback(base_image, results):
+    from profiler.profile import DockerOptions
+
+    code = "import os; print(sorted(os.listdir('/sys/class/net')))"
+    s = session(results, base_image, Target(args=py(code)), docker=DockerOptions(network="none"))
+    [run] = s.runs
+    assert (run.info.path / "app.log").read_text().strip() == "['lo']"
