@@ -156,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_run_parser(sub)
     _add_agent_parser(sub)
+    _add_jenkins_parser(sub)
     sub.add_parser("doctor", help="report what this machine can profile")
     sub.add_parser("reap", help="remove containers and networks left behind by runners that died")
     return parser
@@ -312,10 +313,77 @@ def _cmd_reap(ns: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def _add_jenkins_parser(sub: Any) -> None:
+    p = sub.add_parser("jenkins", help="render the Jenkins pipeline and job, or apply the job to the controller",
+                       description="The ECR's Jenkins job for profiling (see jenkins/README.md). Deployment values "
+                                   "(job_name, agent_label, profiler_image, results_dir, ...) come from --deployment "
+                                   "FILE (YAML) and --set KEY=VALUE; credentials only from JENKINS_URL, JENKINS_USER "
+                                   "and JENKINS_TOKEN or an owner-only config file, never from options.")
+    jsub = p.add_subparsers(dest="jenkins_command", metavar="ACTION", required=True)
+    for name, text in (("render", "write the Jenkinsfile and config.xml of a deployment"),
+                       ("apply", "create or update the job on the Jenkins controller")):
+        q = jsub.add_parser(name, help=text, description=text)
+        q.add_argument("--deployment", type=Path, metavar="FILE", help="deployment values (YAML mapping)")
+        q.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                       help="one deployment value (repeatable; wins over --deployment)")
+        if name == "render":
+            q.add_argument("--output", "-o", type=Path, default=Path("build/jenkins"),
+                           help="folder for Jenkinsfile and config.xml (default: build/jenkins)")
+            q.add_argument("--print", dest="print_file", choices=("Jenkinsfile", "config.xml"),
+                           help="write this one file to standard output instead")
+        else:
+            q.add_argument("--job", help="job name (default: the deployment's, else the settings' job)")
+            q.add_argument("--config", type=Path, metavar="FILE",
+                           help="Jenkins settings file (default: $WAAP_JENKINS_CONFIG or ~/.config/waap/jenkins.ini)")
+            q.add_argument("--dry-run", action="store_true", help="render and check, send nothing")
+
+
+def _cmd_jenkins(ns: argparse.Namespace, out: TextIO) -> int:
+    from .pipeline.apply import apply_job, check_config_xml
+    from .pipeline.render import DeploymentError, load_deployment, render_all
+    from .pipeline.settings import SettingsError, load_settings
+
+    try:
+        if ns.jenkins_command == "render":
+            files = render_all(load_deployment(ns.deployment, ns.sets))
+            if ns.print_file:
+                out.write(files[ns.print_file])
+                return EXIT_OK
+            ns.output.mkdir(parents=True, exist_ok=True)
+            for name, text in files.items():
+                (ns.output / name).write_text(text, encoding="utf-8")
+                out.write(f"wrote {ns.output / name}\n")
+            return EXIT_OK
+        settings = None
+        try:
+            settings = load_settings(config=ns.config)
+        except SettingsError:
+            if not ns.dry_run:
+                raise
+        base = {"job_name": settings.job} if settings is not None else {}
+        sets = [*ns.sets, f"job_name={ns.job}"] if ns.job else ns.sets
+        deployment = load_deployment(ns.deployment, sets, base=base)
+        config_xml = render_all(deployment)["config.xml"]
+        check_config_xml(config_xml)
+        if ns.dry_run:
+            where = settings.url if settings is not None else "(no Jenkins settings)"
+            out.write(f"would create or update job {deployment.job_name} on {where} "
+                      f"({len(config_xml.encode())} bytes of config.xml); nothing was sent\n")
+            return EXIT_OK
+        assert settings is not None
+        result = apply_job(settings, deployment.job_name, config_xml)
+        out.write(f"{result.action} job {result.job}: {result.url}\n")
+        return EXIT_OK
+    except DeploymentError as e:
+        sys.stderr.write(f"waap: invalid deployment: {e}\n")
+        return EXIT_USAGE
+
+
 def main(argv: Optional[Sequence[str]] = None, *, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     parser = build_parser()
     ns = parser.parse_args(argv)
-    commands = {"run": _cmd_run, "agent": _cmd_agent, "doctor": _cmd_doctor, "reap": _cmd_reap}
+    commands = {"run": _cmd_run, "agent": _cmd_agent, "jenkins": _cmd_jenkins, "doctor": _cmd_doctor,
+                "reap": _cmd_reap}
     if ns.command is None:
         parser.print_help(out)
         return EXIT_USAGE

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up everything WaAP needs on this machine, idempotently:
-#   Debian packages (docker.io, mmdebstrap, docker-registry) -> a running Docker daemon
+#   Debian packages (docker.io, mmdebstrap, docker-registry; groovy for the pipeline tests) -> a running Docker daemon
 #   -> .venv with WaAP installed in editable mode (with the test tools) -> the local images (scripts/build-images.sh).
 # Needs root (or passwordless sudo) for apt-get and dockerd. Safe to run again: it only does what is missing.
 # Environment: WAAP_SKIP_IMAGES=1 skips the image build; WAAP_PYTHON picks the interpreter for the venv.
@@ -11,9 +11,9 @@ cd "$WAAP_ROOT"
 
 # 1. Debian packages -----------------------------------------------------------------------------------------
 # package -> a command it provides (checked first, because it is cheaper and also covers non-Debian installs)
-declare -A commands=([docker.io]=dockerd [mmdebstrap]=mmdebstrap [docker-registry]=docker-registry)
+declare -A commands=([docker.io]=dockerd [mmdebstrap]=mmdebstrap [docker-registry]=docker-registry [groovy]=groovy)
 missing=()
-for pkg in docker.io mmdebstrap docker-registry; do
+for pkg in docker.io mmdebstrap docker-registry groovy; do
     if ! command -v "${commands[$pkg]}" >/dev/null 2>&1 && ! dpkg -s "$pkg" >/dev/null 2>&1; then
         missing+=("$pkg")
     fi
@@ -26,7 +26,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
     quietly "apt-get install ${missing[*]}" as_root env DEBIAN_FRONTEND=noninteractive NEEDRESTART_MODE=l \
         apt-get install -y -o Dpkg::Use-Pty=0 "${missing[@]}"
 else
-    say "Debian packages present (docker.io, mmdebstrap, docker-registry)"
+    say "Debian packages present (docker.io, mmdebstrap, docker-registry, groovy)"
 fi
 
 # 2. Docker daemon -------------------------------------------------------------------------------------------

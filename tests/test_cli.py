@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -173,9 +172,3 @@ def test_doctor_without_docker_fails(tmp_path):
     p = waap("--docker-host", f"unix://{tmp_path}/none.sock", "doctor")
     assert p.returncode == 1
     assert "[ERR] docker" in p.stdout
-
-
-def test_submit_says_it_is_not_available_yet():
-    p = subprocess.run([sys.executable, "-m", "profiler.submit_cli"], capture_output=True, text=True)
-    assert p.returncode == 2 and "waap run" in p.stderr
-    assert json.dumps(p.stderr)
