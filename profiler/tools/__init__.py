@@ -1,0 +1,1 @@
+"""Wrappers and output parsers for the profiling tools WaAP runs inside an application's container."""
