@@ -51,6 +51,7 @@ class AppSettings:
     image: str
     name: str
     args: Sequence[str] = ()
+    entrypoint: Optional[Sequence[str]] = None  # None: the image's own; a tool wrapper sets it (profiler.tools.wrap)
     env: Mapping[str, str] = field(default_factory=dict)
     labels: Mapping[str, str] = field(default_factory=dict)
     output_host_path: Optional[str] = None  # bound at APP_OUTPUT_DIR
@@ -148,6 +149,7 @@ class AppContainer:
             self.container = self.client.containers.create(
                 s.image,
                 command=list(s.args) or None,  # an argv list after the image's ENTRYPOINT: never a shell string
+                entrypoint=list(s.entrypoint) if s.entrypoint is not None else None,
                 name=s.name,
                 environment=dict(s.env),
                 labels=dict(s.labels),

@@ -78,6 +78,7 @@ class Profile:
     params: Mapping[str, ParamValue] = field(default_factory=dict)  # knobs common to every target
     required: Tuple[str, ...] = ()  # collectors whose failure fails the run (others are recorded and skipped)
     docker: DockerOptions = field(default_factory=DockerOptions)
+    tools: Tuple[str, ...] = ()  # profiling tools the app runs under (profiler.tools.wrap): at most one
 
     def target_env(self, target: Target) -> dict[str, str]:
         """The environment a target runs with: the profile's, overridden by the target's."""

@@ -4,6 +4,7 @@ grouped under a session folder. This is the agent half of the pipeline; ``waap r
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import secrets
 import threading
@@ -11,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import docker
 
@@ -28,6 +29,19 @@ from .profile import Profile, Target
 from .reaper import Reaped, reap
 from .rundir import SCHEMA_VERSION, RunDir, now_ns, write_json_atomic
 from .sampler import CollectorError
+from .summary import SUMMARY
+from .tools.postprocess import ToolReport, postprocess_tool
+from .tools.wrap import (
+    TOOLBOX_DIR,
+    TOOLBOX_ENV,
+    ToolError,
+    ToolPlan,
+    check_tool,
+    image_command,
+    plan_tool_run,
+    run_nsys_stats,
+    toolbox_path,
+)
 
 __all__ = ["Observer", "RunInfo", "RunResult", "Runner", "SessionResult", "new_session_id"]
 
@@ -117,6 +131,7 @@ class Runner:
         pull_policy: str = "missing",
         log_limit: int = DEFAULT_LOG_LIMIT,
         listeners: Sequence[Callable[[Sample], None]] = (),
+        toolbox: Optional[str] = None,
     ) -> None:
         self.client = client
         self.output_root = output_root
@@ -128,6 +143,9 @@ class Runner:
         self.identity = RunnerIdentity.current()
         self._stop_reason: Optional[str] = None
         self._lock = threading.Lock()
+        # a host folder of profiling tools, mounted read-only in the app container (profiler.tools.wrap)
+        self.toolbox = toolbox or os.environ.get(TOOLBOX_ENV) or None
+        self._image_command: Tuple[List[str], List[str]] = ([], [])
 
     def request_stop(self, reason: str = "interrupted") -> None:
         """Ask the session to stop the app now (SIGINT, grace, …) and start no further run. Thread- and
@@ -157,6 +175,8 @@ class Runner:
         result.image = ensure_image(
             self.client, profile.image, policy=self.pull_policy, on_progress=self.observer.pull_progress
         )
+        if profile.tools:
+            self._check_tools(profile, result.image)
         device = device_facts(self.client)
         total = len(profile.targets) * profile.repeat
         number = 0
@@ -182,6 +202,24 @@ class Runner:
                 self._write_session(result, profile, finished=False)
         self._write_session(result, profile, finished=True)
         return result
+
+    def _check_tools(self, profile: Profile, image: ImageInfo) -> None:
+        """Before any run: plan every target's command under the tool and make sure its binary is in the image (or
+        the toolbox). Raises ToolError, leaving no container behind."""
+        try:
+            self._image_command = image_command(self.client.images.get(image.id).attrs)
+        except docker.errors.DockerException as e:
+            raise ToolError(f"cannot read the command of the image {profile.image}: {e}") from e
+        binaries = []
+        for target in profile.targets:
+            plan = plan_tool_run(*self._image_command, target.args, profile.tools)
+            if plan is not None and plan.binary not in binaries:
+                binaries.append(plan.binary)
+        env = {"PATH": toolbox_path(image.env)} if self.toolbox else None
+        toolbox_host = self.path_mapper.to_host(Path(self.toolbox)) if self.toolbox else None
+        for binary in binaries:
+            check_tool(self.client, image.id, binary, image_label=profile.image, env=env, toolbox_host=toolbox_host,
+                       toolbox_label=self.toolbox, labels={"org.waggle.waap.tool-check": binary})
 
     def _write_session(self, result: SessionResult, profile: Profile, *, finished: bool) -> None:
         write_json_atomic(
@@ -231,14 +269,30 @@ class Runner:
         additions = measurement.prepare()
         mounts = split_mounts(additions, self.path_mapper.to_host)
         env = app_env(env, image.env, additions.env)
-        run_dir.start(self._manifest(profile, info, image, device, env))
+        plan = plan_tool_run(*self._image_command, target.args, profile.tools) if profile.tools else None
+        toolbox_mount: Dict[str, Any] = {}
+        if plan is not None:
+            env.update(plan.env)
+            if self.toolbox:
+                env["PATH"] = toolbox_path({"PATH": env.get("PATH") or image.env.get("PATH", "")})
+                toolbox_mount = {self.path_mapper.to_host(Path(self.toolbox)): (TOOLBOX_DIR, True)}
+            tool_dir = run_dir.output / "tools" / plan.tool
+            tool_dir.mkdir(parents=True, exist_ok=True)
+            for folder in (tool_dir.parent, tool_dir):
+                folder.chmod(0o777)  # the app may run as any user inside its container
+        manifest = self._manifest(profile, info, image, device, env)
+        if plan is not None:
+            manifest["app"]["tool_command"] = [*plan.entrypoint, *plan.command]
+            manifest["tools"] = [{"name": plan.tool, "status": "pending"}]
+        run_dir.start(manifest)
 
         app = AppContainer(
             self.client,
             AppSettings(
                 image=image.id,
                 name=container_name,
-                args=target.args,
+                args=plan.command if plan is not None else target.args,
+                entrypoint=plan.entrypoint if plan is not None else None,
                 env=env,
                 labels=labels_for(
                     self.identity,
@@ -249,7 +303,8 @@ class Runner:
                     runner_container=self.path_mapper.container_id,
                 ),
                 output_host_path=self.path_mapper.to_host(run_dir.output),
-                mounts={**mounts, **{host: (inside, True) for host, inside in profile.docker.data_mounts}},
+                mounts={**mounts, **{host: (inside, True) for host, inside in profile.docker.data_mounts},
+                        **toolbox_mount},
                 network=profile.docker.network,
                 runtime=profile.docker.runtime,
                 devices=profile.docker.devices,
@@ -290,7 +345,48 @@ class Runner:
             if outcome is None and started:
                 self._kill_quietly(app)
             app.remove()
-        return self._finish(run_dir, info, outcome, error, measurement)
+        tool = self._tool_after(plan, run_dir, app, outcome, on_event) if plan is not None else None
+        return self._finish(run_dir, info, outcome, error, measurement, tool)
+
+    def _tool_after(
+        self,
+        plan: ToolPlan,
+        run_dir: RunDir,
+        app: AppContainer,
+        outcome: Optional[AppOutcome],
+        on_event: Callable[..., None],
+    ) -> Callable[[], ToolReport]:
+        """What the tool needs once the app container is gone: ``nsys stats`` now (it writes into the output
+        folder, which is sanitized next), the parsing later, after the sanitizing."""
+        stats_error: Optional[str] = None
+        if plan.tool == "nsys" and outcome is not None:
+            reports = [p for p in sorted((run_dir.output / "tools" / "nsys").glob("report.*"))
+                       if p.suffix in (".nsys-rep", ".qdrep") and p.is_file() and not p.is_symlink()]
+            if reports:
+                inside = f"{plan.tool_dir}/{reports[0].name}"
+                try:
+                    code, out = run_nsys_stats(
+                        self.client, app.settings.image, inside,
+                        output_host_path=str(app.settings.output_host_path), env=app.settings.env,
+                        toolbox_host=next((h for h, (i, _) in app.settings.mounts.items() if i == TOOLBOX_DIR), None),
+                        labels={"org.waggle.waap.tool-stats": run_dir.path.name},
+                    )
+                    on_event("tool_stats", tool="nsys", exit_code=code)
+                    if code != 0:
+                        stats_error = f"nsys stats exited with code {code}: {out.strip()[-500:]}"
+                except ToolError as e:
+                    stats_error = str(e)
+        exit_code = outcome.exit_code if outcome is not None else None
+
+        def finish() -> ToolReport:
+            report = postprocess_tool(plan.tool, run_dir.path, run_dir.output, exit_code=exit_code)
+            if stats_error:
+                report.fail(stats_error)
+            on_event("tool_processed", tool=plan.tool, status=report.status, files=len(report.files),
+                     truncated=report.truncated)
+            return report
+
+        return finish
 
     def _finish(
         self,
@@ -299,6 +395,7 @@ class Runner:
         outcome: Optional[AppOutcome],
         error: Optional[str],
         measurement: RunMeasurement,
+        tool: Optional[Callable[[], ToolReport]] = None,
     ) -> RunResult:
         summary = measurement.write_summary()
         if summary:
@@ -306,6 +403,11 @@ class Runner:
         removed = sanitize_output(run_dir.output)
         if removed:
             run_dir.event("output_sanitized", removed=removed)
+        tool_entries = [tool().to_json()] if tool is not None else []
+        if tool_entries and summary:
+            summary["tools"] = [{k: e[k] for k in ("name", "status", "files", "truncated")} for e in tool_entries]
+            with contextlib.suppress(RunDirError):
+                write_json_atomic(run_dir.path / SUMMARY, summary)
         if outcome is None:
             status, reason, code, duration = "failed", "error", None, 0.0
             fields: Dict[str, Any] = {}
@@ -325,6 +427,8 @@ class Runner:
             }
         run_dir.event("run_finished", status=status, stop_reason=reason)
         fields.update(measurement.manifest_fields())
+        if tool_entries:
+            fields["tools"] = tool_entries
         run_dir.finish(status, stop_reason=reason, exit_code=code, error=error, **fields)
         return RunResult(info=info, status=status, stop_reason=reason, exit_code=code, duration_s=duration,
                          error=error)

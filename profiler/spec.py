@@ -31,6 +31,7 @@ from yaml.reader import ReaderError
 
 from profiler.errors import SpecError
 from profiler.profile import DEFAULT_GRACE_S, DEFAULT_INTERVAL_S, KNOWN_METRICS, Limits, ParamValue, Profile, Target
+from profiler.tools.wrap import KNOWN_TOOLS
 
 __all__ = [
     "MAX_SPEC_BYTES",
@@ -59,6 +60,7 @@ _PROFILE_KEYS: Tuple[str, ...] = (
     "limits",
     "params",
     "required",
+    "tools",
 )
 _TARGET_KEYS: Tuple[str, ...] = ("name", "args", "timeout", "env", "params")
 _PARAM_NAME = re.compile(r"[a-z0-9_][a-z0-9_.]{0,127}")
@@ -615,6 +617,29 @@ def _required(value: Any, at: _At, metrics: Tuple[str, ...]) -> Tuple[str, ...]:
     return names
 
 
+def _tools(value: Any, at: _At) -> Tuple[str, ...]:
+    """Profiling tools to run the app under: a list of names from ``KNOWN_TOOLS`` (a single name is accepted)."""
+    expectation = f"a list of tool names from: {', '.join(KNOWN_TOOLS)}, e.g. [tau]"
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list):
+        at.expected(expectation, value)
+    names: List[str] = []
+    for index, item in enumerate(items):
+        item_at = at if isinstance(value, str) else at.item(items, index)
+        if not isinstance(item, str):
+            item_at.expected(expectation, item)
+        if item not in KNOWN_TOOLS:
+            item_at.fail(
+                f"unknown tool {item!r}{_suggest(item, KNOWN_TOOLS)}; expected one of: {', '.join(KNOWN_TOOLS)}"
+            )
+        if item in names:
+            item_at.fail(f"tool {item!r} is listed twice")
+        names.append(item)
+    if len(names) > 1:
+        at.fail(f"only one tool per run is supported, got {', '.join(names)} (profile each in a profile of its own)")
+    return tuple(names)
+
+
 def _target_name(value: Any, at: _At) -> str:
     if not isinstance(value, str) or not _TARGET_NAME.fullmatch(value):
         at.expected("a name of letters, digits, '.', '_' or '-' (at most 64, starting with a letter or digit)", value)
@@ -722,6 +747,8 @@ def _from_section(
     params = _params(value, where) if has else {}
     has, value, where = opt("required")
     required = _required(value, where, metrics) if has else ()
+    has, value, where = opt("tools")
+    tools = _tools(value, where) if has else ()
 
     return Profile(
         image=chosen,
@@ -735,6 +762,7 @@ def _from_section(
         source=at.source,
         params=params,
         required=required,
+        tools=tools,
     )
 
 

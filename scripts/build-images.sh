@@ -4,9 +4,10 @@
 #   waap-demo-objcounter:latest  the demo plugin (examples/objcounter)
 #   waap-profiler:latest         the profiler itself, for running WaAP in a container (docker/Dockerfile)
 #   waap-test-pywaggle:latest    an unmodified app on the real pywaggle from PyPI, for tests (tests/images/pywaggle)
+#   waap-test-tools:latest       stand-in tau_exec/tau_python/nvprof/nsys writing recorded dumps (tests/images/tools)
 # Each image carries a label with a hash of its inputs (files, build arguments, base image id); an image
 # whose label does not match is rebuilt.
-# Usage: scripts/build-images.sh [--force] [base|demo|profiler|pywaggle]...   (no names = all four)
+# Usage: scripts/build-images.sh [--force] [base|demo|profiler|pywaggle|tools]...   (no names = all five)
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -17,17 +18,18 @@ want=()
 while [ $# -gt 0 ]; do
     case "$1" in
     --force) force=1 ;;
-    base | demo | profiler | pywaggle) want+=("$1") ;;
-    -h | --help) sed -n '2,9p' "$0"; exit 0 ;;
+    base | demo | profiler | pywaggle | tools) want+=("$1") ;;
+    -h | --help) sed -n '2,10p' "$0"; exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
     esac
     shift
 done
-[ "${#want[@]}" -gt 0 ] || want=(base demo profiler pywaggle)
+[ "${#want[@]}" -gt 0 ] || want=(base demo profiler pywaggle tools)
 wanted() { [[ " ${want[*]} " == *" $1 "* ]]; }
 
 HASH_LABEL=org.waggle.waap.inputs
 WAAP_PYWAGGLE_IMAGE=${WAAP_PYWAGGLE_IMAGE:-waap-test-pywaggle:latest}
+WAAP_TOOLS_IMAGE=${WAAP_TOOLS_IMAGE:-waap-test-tools:latest}
 BASE_SUITE=bookworm
 BASE_PACKAGES=python3,python3-venv,procps,ca-certificates
 # merged /usr through the hook, as debootstrap does it; without it apt picks the usrmerge package, which
@@ -156,12 +158,28 @@ if wanted pywaggle; then
     fi
 fi
 
+# (e) stand-in profiling tools test app ----------------------------------------------------------------------------
+if wanted tools; then
+    tools_dir=tests/images/tools
+    mapfile -t tools_inputs < <(find "$tools_dir" -type f | LC_ALL=C sort)
+    tools_hash=$(hash_inputs "$base_id" "${tools_inputs[@]}")
+    if needs_build "$WAAP_TOOLS_IMAGE" "$tools_hash"; then
+        start=$SECONDS
+        say "building $WAAP_TOOLS_IMAGE from $tools_dir"
+        quietly "docker build of $WAAP_TOOLS_IMAGE" \
+            docker build --build-arg "BASE_IMAGE=$WAAP_BASE_IMAGE" --label "$HASH_LABEL=$tools_hash" \
+            -t "$WAAP_TOOLS_IMAGE" "$tools_dir"
+        say "built $WAAP_TOOLS_IMAGE in $(elapsed "$start")"
+        built+=("$WAAP_TOOLS_IMAGE")
+    fi
+fi
+
 # the classic builder leaves the first stage behind as a dangling image: drop those of this build
 if [ "${#built[@]}" -gt 0 ]; then
     docker image prune -f --filter "label=$HASH_LABEL" >/dev/null 2>&1 || true
 fi
 say "images:"
-for image in "$WAAP_BASE_IMAGE" "$WAAP_DEMO_IMAGE" "$WAAP_PROFILER_IMAGE" "$WAAP_PYWAGGLE_IMAGE"; do
+for image in "$WAAP_BASE_IMAGE" "$WAAP_DEMO_IMAGE" "$WAAP_PROFILER_IMAGE" "$WAAP_PYWAGGLE_IMAGE" "$WAAP_TOOLS_IMAGE"; do
     if image_exists "$image"; then
         printf '    %-32s %s\n' "$image" "$(docker image inspect -f '{{.Size}}' "$image" | numfmt --to=si --suffix=B)"
     fi
