@@ -120,6 +120,7 @@ def _add_run_parser(sub: Any) -> None:
     p.add_argument("--grace", help="seconds between SIGINT and SIGTERM at the timeout")
     p.add_argument("--memory", help="memory limit of the app container, e.g. 512m")
     p.add_argument("--cpus", help="CPU limit of the app container, e.g. 1.5")
+    p.add_argument("--tools", help="run the app under a profiling tool found in its image: tau, nvprof or nsys")
     p.add_argument("--output", "-o", type=Path, default=Path("results"), help="results folder (default: ./results)")
     p.add_argument("--pull", choices=PULL_POLICIES, default="missing", help="when to pull the image")
     p.add_argument("--quiet", "-q", action="store_true", help="no live progress")
@@ -164,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _profile_from(ns: argparse.Namespace) -> Profile:
     overrides = {k: getattr(ns, k) for k in ("app_args", "timeout", "metrics", "interval", "repeat", "grace",
-                                             "memory", "cpus")}
+                                             "memory", "cpus", "tools")}
     if ns.profile is not None:
         given = [f"--{k.replace('app_', '')}" for k, v in overrides.items() if v is not None] + (
             ["--env"] if ns.env else [])
@@ -176,7 +177,7 @@ def _profile_from(ns: argparse.Namespace) -> Profile:
     metrics = [m.strip() for m in ns.metrics.split(",") if m.strip()] if ns.metrics else None
     return profile_from_args(
         image=ns.image, args=ns.app_args or "", timeout=ns.timeout or 0, env=ns.env, metrics=metrics,
-        interval=ns.interval, repeat=ns.repeat, grace=ns.grace, memory=ns.memory, cpus=ns.cpus,
+        interval=ns.interval, repeat=ns.repeat, grace=ns.grace, memory=ns.memory, cpus=ns.cpus, tools=ns.tools,
     )
 
 

@@ -172,11 +172,16 @@ class Runner:
         if result.reaped:
             self.observer.reaped(result.reaped)
         self._write_session(result, profile, finished=False)
-        result.image = ensure_image(
-            self.client, profile.image, policy=self.pull_policy, on_progress=self.observer.pull_progress
-        )
-        if profile.tools:
-            self._check_tools(profile, result.image)
+        try:
+            result.image = ensure_image(
+                self.client, profile.image, policy=self.pull_policy, on_progress=self.observer.pull_progress
+            )
+            if profile.tools:
+                self._check_tools(profile, result.image)
+        except WaapError as e:
+            # no run could start: the session folder says so instead of looking unfinished
+            self._write_session(result, profile, finished=True, error=str(e))
+            raise
         device = device_facts(self.client)
         total = len(profile.targets) * profile.repeat
         number = 0
@@ -221,7 +226,9 @@ class Runner:
             check_tool(self.client, image.id, binary, image_label=profile.image, env=env, toolbox_host=toolbox_host,
                        toolbox_label=self.toolbox, labels={"org.waggle.waap.tool-check": binary})
 
-    def _write_session(self, result: SessionResult, profile: Profile, *, finished: bool) -> None:
+    def _write_session(
+        self, result: SessionResult, profile: Profile, *, finished: bool, error: Optional[str] = None
+    ) -> None:
         write_json_atomic(
             result.path / SESSION_FILE,
             {
@@ -236,6 +243,7 @@ class Runner:
                 ],
                 "finished": finished,
                 "interrupted": self._stop_reason is not None,
+                "error": error,
             },
         )
 

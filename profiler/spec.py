@@ -877,6 +877,7 @@ def profile_from_args(
     memory: Optional[str] = None,
     cpus: Union[float, str, None] = None,
     pids: Union[int, str, None] = None,
+    tools: Union[str, Sequence[str], None] = None,
     source: str = "<command line>",
 ) -> Profile:
     """A one-target profile from command-line values: ``waap run --image IMG --args "..." --timeout 30``.
@@ -922,4 +923,5 @@ def profile_from_args(
         grace_s=grace_s,
         limits=limits,
         source=source,
+        tools=() if not tools else _tools(tools, option("--tools")),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -73,6 +74,8 @@ def test_nonexistent_image_fails_clearly(docker_client, results, local_registry)
     assert p.returncode == 1
     assert "no-such-image" in p.stderr and "Traceback" not in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1
+    [session] = [json.loads(f.read_text()) for f in results.glob("*/session.json")]
+    assert session["finished"] is True and session["runs"] == [] and "no-such-image" in session["error"]
 
 
 @pytest.mark.docker

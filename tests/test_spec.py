@@ -761,3 +761,11 @@ def test_bad_params_and_required(text, line, field, words):
     assert (e.source, e.line, e.field) == ("p.yaml", line, field), str(e)
     for word in words:
         assert word in str(e)
+
+
+def test_tools_from_the_command_line():
+    assert profile_from_args(image="a", tools="tau").tools == ("tau",)
+    assert profile_from_args(image="a").tools == ()
+    with pytest.raises(SpecError) as info:
+        profile_from_args(image="a", tools="tua")
+    assert info.value.field == "--tools" and "did you mean 'tau'" in str(info.value)
