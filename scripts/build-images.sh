@@ -68,6 +68,13 @@ needs_build() {
     return 1
 }
 elapsed() { echo "$((SECONDS - $1))s"; }
+# build_from_base IMAGE HASH CONTEXT START: docker build IMAGE FROM the base image, labelled with its inputs' HASH
+build_from_base() {
+    quietly "docker build of $1" \
+        docker build --build-arg "BASE_IMAGE=$WAAP_BASE_IMAGE" --label "$HASH_LABEL=$2" -t "$1" "$3"
+    say "built $1 in $(elapsed "$4")"
+    built+=("$1")
+}
 
 ensure_docker
 built=()
@@ -108,11 +115,7 @@ if wanted demo; then
     if needs_build "$WAAP_DEMO_IMAGE" "$demo_hash"; then
         say "building $WAAP_DEMO_IMAGE from $demo_dir"
         start=$SECONDS
-        quietly "docker build of $WAAP_DEMO_IMAGE" \
-            docker build --build-arg "BASE_IMAGE=$WAAP_BASE_IMAGE" --label "$HASH_LABEL=$demo_hash" \
-            -t "$WAAP_DEMO_IMAGE" "$demo_dir"
-        say "built $WAAP_DEMO_IMAGE in $(elapsed "$start")"
-        built+=("$WAAP_DEMO_IMAGE")
+        build_from_base "$WAAP_DEMO_IMAGE" "$demo_hash" "$demo_dir" "$start"
     fi
 fi
 
@@ -129,11 +132,7 @@ if wanted profiler; then
         say "building $WAAP_PROFILER_IMAGE from docker/Dockerfile (wheels built here, installed offline)"
         quietly "preparing the profiler build context (scripts/profiler-context.sh)" \
             bash scripts/profiler-context.sh "$tmp/profiler"
-        quietly "docker build of $WAAP_PROFILER_IMAGE" \
-            docker build --build-arg "BASE_IMAGE=$WAAP_BASE_IMAGE" --label "$HASH_LABEL=$profiler_hash" \
-            -t "$WAAP_PROFILER_IMAGE" "$tmp/profiler"
-        say "built $WAAP_PROFILER_IMAGE in $(elapsed "$start")"
-        built+=("$WAAP_PROFILER_IMAGE")
+        build_from_base "$WAAP_PROFILER_IMAGE" "$profiler_hash" "$tmp/profiler" "$start"
     fi
 fi
 
@@ -150,11 +149,7 @@ if wanted pywaggle; then
         cp "${pywaggle_inputs[@]}" "$tmp/pywaggle/"
         quietly "downloading the wheels of $pywaggle_dir/requirements.txt (needs access to a package index)" \
             .venv/bin/pip download --only-binary=:all: --dest "$tmp/pywaggle/wheels" -r "$pywaggle_dir/requirements.txt"
-        quietly "docker build of $WAAP_PYWAGGLE_IMAGE" \
-            docker build --build-arg "BASE_IMAGE=$WAAP_BASE_IMAGE" --label "$HASH_LABEL=$pywaggle_hash" \
-            -t "$WAAP_PYWAGGLE_IMAGE" "$tmp/pywaggle"
-        say "built $WAAP_PYWAGGLE_IMAGE in $(elapsed "$start")"
-        built+=("$WAAP_PYWAGGLE_IMAGE")
+        build_from_base "$WAAP_PYWAGGLE_IMAGE" "$pywaggle_hash" "$tmp/pywaggle" "$start"
     fi
 fi
 
@@ -166,11 +161,7 @@ if wanted tools; then
     if needs_build "$WAAP_TOOLS_IMAGE" "$tools_hash"; then
         start=$SECONDS
         say "building $WAAP_TOOLS_IMAGE from $tools_dir"
-        quietly "docker build of $WAAP_TOOLS_IMAGE" \
-            docker build --build-arg "BASE_IMAGE=$WAAP_BASE_IMAGE" --label "$HASH_LABEL=$tools_hash" \
-            -t "$WAAP_TOOLS_IMAGE" "$tools_dir"
-        say "built $WAAP_TOOLS_IMAGE in $(elapsed "$start")"
-        built+=("$WAAP_TOOLS_IMAGE")
+        build_from_base "$WAAP_TOOLS_IMAGE" "$tools_hash" "$tools_dir" "$start"
     fi
 fi
 
