@@ -151,6 +151,16 @@ class Cgroup(ABC):
     def pids(self) -> List[int]:
         """The processes in the cgroup, as this process's PID namespace sees them (invisible ones are left out)."""
 
+    _pids_current: Optional[str]
+    _pids_max: Optional[str]
+
+    def _read_pids(self, r: CgroupReading) -> None:
+        """The pids controller's files are named alike in v1 and v2."""
+        if self._pids_current:
+            r.pids_current = _int(read_file(self._pids_current))
+        if self._pids_max:
+            r.pids_limit = _int(read_file(self._pids_max))
+
     @staticmethod
     def _pids_from(path: Path) -> List[int]:
         data = read_file(str(path))
@@ -231,10 +241,7 @@ class CgroupV1(Cgroup):
             if limit is None and self._mem_limit:
                 limit = _int(read_file(self._mem_limit))
             r.memory_limit = _limit(limit)
-        if self._pids_current:
-            r.pids_current = _int(read_file(self._pids_current))
-        if self._pids_max:
-            r.pids_limit = _int(read_file(self._pids_max))
+        self._read_pids(r)
         if self._blkio:
             r.io_read_bytes, r.io_write_bytes = self._parse_blkio(read_file(self._blkio))
         if r.cpu_usage_ns is None and r.memory_usage is None and not os.path.isdir(self._anchor):
@@ -322,10 +329,7 @@ class CgroupV2(Cgroup):
             r.memory_rss = stat.get(b"anon")
             r.memory_cache = stat.get(b"file")
             r.memory_working_set = _working_set(r.memory_usage, stat.get(b"inactive_file"))
-        if self._pids_current:
-            r.pids_current = _int(read_file(self._pids_current))
-        if self._pids_max:
-            r.pids_limit = _int(read_file(self._pids_max))
+        self._read_pids(r)
         if self._io_stat:
             r.io_read_bytes, r.io_write_bytes = self._parse_io_stat(read_file(self._io_stat))
         if not cpu_read and not os.path.isdir(self.folder):

@@ -21,11 +21,19 @@ __all__ = [
     "RunDirError",
     "SpecError",
     "WaapError",
+    "where",
 ]
 
 
 class WaapError(Exception):
     """Root of every error WaAP raises on purpose; its message is meant for the user."""
+
+
+def where(source: str, line: Optional[int]) -> str:
+    """``file:line`` (or ``line N``, or just ``file``) for messages that point into a user's or a tool's file."""
+    if line is None:
+        return source
+    return f"{source}:{line}" if source else f"line {line}"
 
 
 class SpecError(WaapError):
@@ -36,10 +44,7 @@ class SpecError(WaapError):
         self.source = source
         self.line = line
         self.field = field
-        where = source
-        if line is not None:
-            where = f"{where}:{line}" if where else f"line {line}"
-        parts = [p for p in (where, field) if p]
+        parts = [p for p in (where(source, line), field) if p]
         super().__init__(": ".join([*parts, message]))
 
 

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
-from profiler.errors import WaapError
+from profiler.errors import WaapError, where
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -65,10 +65,8 @@ class ToolOutputError(WaapError):
         self.reason = message
         self.source = source
         self.line = line
-        where = source
-        if line is not None:
-            where = f"{where}:{line}" if where else f"line {line}"
-        super().__init__(f"{where}: {message}" if where else message)
+        place = where(source, line)
+        super().__init__(f"{place}: {message}" if place else message)
 
 
 def read_capped(path: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> Tuple[List[str], bool]:
