@@ -250,6 +250,16 @@ class AppContainer:
         except (docker.errors.DockerException, requests.exceptions.RequestException):
             return 0
 
+    def ended(self) -> bool:
+        """True when the engine says the app container has exited (False while it runs or when it cannot say)."""
+        try:
+            self.container.reload()
+            return self.container.attrs.get("State", {}).get("Status") in ("exited", "dead")
+        except docker.errors.NotFound:
+            return True
+        except (docker.errors.DockerException, requests.exceptions.RequestException):
+            return False
+
     # -- internals -------------------------------------------------------------------------------------------
     def _find_by_name(self) -> Any:
         try:

@@ -206,15 +206,35 @@ def _read_json(path: Path) -> Dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def _tool_lines(entry: Dict[str, Any]) -> List[str]:
+    """What a profiling tool left, as the manifest's ``tools`` entry says (docs/run-directory.md)."""
+    name = entry.get("name", "?")
+    files = entry.get("files") or []
+    empty = entry.get("empty") or {}
+    head = f"tool {name}: {entry.get('status', '?')}, {len(files)} file(s) of parsed results"
+    if files:
+        head += f" in tools/{name}/"
+    if empty:
+        head += f"; {len(empty)} report(s) with no data of their kind"
+    lines = [head]
+    if entry.get("error"):
+        lines.append(f"  {entry['error']}")
+    lines += [f"  {report}: {error}" for report, error in (entry.get("report_errors") or {}).items()]
+    lines += [f"  {message}" for message in entry.get("messages") or []]
+    return lines
+
+
 def _run_metrics(run: RunResult, out: TextIO) -> None:
-    """The key metrics of a run, and its collectors that did not work (with why)."""
+    """The key metrics of a run, its collectors that did not work (with why) and what its profiling tool left."""
     summary = _read_json(run.info.path / SUMMARY)
     table = format_table(summary) if summary else ""
+    manifest = _read_json(run.info.path / "manifest.json")
     notes = [
         f"{c.get('name')}: {c.get('status')} ({c.get('reason', '')})"
-        for c in _read_json(run.info.path / "manifest.json").get("collectors", [])
+        for c in manifest.get("collectors", [])
         if c.get("status") != "ok"
     ]
+    notes += [line for entry in manifest.get("tools", []) if isinstance(entry, dict) for line in _tool_lines(entry)]
     if table or notes:
         out.write(f"\n{run.info.path.name}\n")
     if table:

@@ -79,10 +79,18 @@ class RunMeasurement:
     def required_failures(self) -> List[str]:
         return [s.name for s in self._not_prepared if s.name in self.required]
 
-    def start(self, container_id: str, state_pid: int, *, proc: Path = Path("/proc")) -> None:
-        """Start sampling: call at once after the app container started. Raises ``CollectorError`` when a required
-        collector cannot work."""
+    def start(
+        self,
+        container_id: str,
+        state_pid: int,
+        *,
+        proc: Path = Path("/proc"),
+        app_ended: Callable[[], bool] = lambda: False,
+    ) -> None:
+        """Start sampling: call at once after the app container started (``app_ended``: whether it has exited).
+        Raises ``CollectorError`` when a required collector cannot work."""
         ctx = RunContext(
+            app_ended=app_ended,
             run_id=self.run_id,
             container_id=container_id,
             container_pid=container_pid(state_pid, container_id, proc),

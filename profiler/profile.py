@@ -10,6 +10,7 @@ from .collectors import metric_names
 __all__ = [
     "DEFAULT_GRACE_S",
     "DEFAULT_INTERVAL_S",
+    "DEFAULT_METRICS",
     "KNOWN_METRICS",
     "DockerOptions",
     "Limits",
@@ -26,6 +27,9 @@ DEFAULT_GRACE_S = 10.0
 
 # Metric collectors a profile may name: the registry's names (the seed's "system" and "gpu-summary" among them).
 KNOWN_METRICS: Tuple[str, ...] = metric_names()
+# what a profile without ``metrics`` measures: the host, the app's container and what the app reports itself
+# (gpu-summary only when asked for: most machines a newcomer starts on have no GPU to report)
+DEFAULT_METRICS: Tuple[str, ...] = ("system", "container", "custom")
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,7 @@ class Profile:
 
     image: str
     targets: Tuple[Target, ...]
-    metrics: Tuple[str, ...] = ("system",)
+    metrics: Tuple[str, ...] = DEFAULT_METRICS
     interval_s: float = DEFAULT_INTERVAL_S
     repeat: int = 1
     env: Mapping[str, str] = field(default_factory=dict)  # common to every target; a target's env wins

@@ -333,7 +333,7 @@ class Runner:
             app.create()
             app.start(run_dir.app_log)
             started = True
-            measurement.start(app.container.id, app.pid())
+            measurement.start(app.container.id, app.pid(), app_ended=app.ended)
             outcome = app.wait(
                 timeout_s=timeout,
                 grace_s=profile.grace_s,
@@ -353,7 +353,7 @@ class Runner:
             if outcome is None and started:
                 self._kill_quietly(app)
             app.remove()
-        tool = self._tool_after(plan, run_dir, app, outcome, on_event) if plan is not None else None
+        tool = self._tool_after(plan, run_dir, app, outcome, on_event, profile.grace_s) if plan is not None else None
         return self._finish(run_dir, info, outcome, error, measurement, tool)
 
     def _tool_after(
@@ -363,10 +363,12 @@ class Runner:
         app: AppContainer,
         outcome: Optional[AppOutcome],
         on_event: Callable[..., None],
+        grace_s: float,
     ) -> Callable[[], ToolReport]:
         """What the tool needs once the app container is gone: ``nsys stats`` now (it writes into the output
         folder, which is sanitized next), the parsing later, after the sanitizing."""
         stats_error: Optional[str] = None
+        stats_output: Optional[str] = None
         if plan.tool == "nsys" and outcome is not None:
             reports = [p for p in sorted((run_dir.output / "tools" / "nsys").glob("report.*"))
                        if p.suffix in (".nsys-rep", ".qdrep") and p.is_file() and not p.is_symlink()]
@@ -380,6 +382,7 @@ class Runner:
                         labels={"org.waggle.waap.tool-stats": run_dir.path.name},
                     )
                     on_event("tool_stats", tool="nsys", exit_code=code)
+                    stats_output = out
                     if code != 0:
                         stats_error = f"nsys stats exited with code {code}: {out.strip()[-500:]}"
                 except ToolError as e:
@@ -387,9 +390,15 @@ class Runner:
         exit_code = outcome.exit_code if outcome is not None else None
 
         def finish() -> ToolReport:
-            report = postprocess_tool(plan.tool, run_dir.path, run_dir.output, exit_code=exit_code)
+            report = postprocess_tool(plan.tool, run_dir.path, run_dir.output, exit_code=exit_code,
+                                      tool_output=stats_output)
             if stats_error:
                 report.fail(stats_error)
+            if report.status == "failed" and not report.files and outcome is not None and any(
+                    s in outcome.signals_sent for s in ("SIGTERM", "SIGKILL")):
+                report.fail(f"{plan.tool} was sent {', '.join(outcome.signals_sent)} and may have been stopped before "
+                            f"it wrote its output: a longer grace (profile 'grace', --grace; {grace_s:g} s now) "
+                            f"gives it the time")
             on_event("tool_processed", tool=plan.tool, status=report.status, files=len(report.files),
                      truncated=report.truncated)
             return report

@@ -30,7 +30,16 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.reader import ReaderError
 
 from profiler.errors import SpecError
-from profiler.profile import DEFAULT_GRACE_S, DEFAULT_INTERVAL_S, KNOWN_METRICS, Limits, ParamValue, Profile, Target
+from profiler.profile import (
+    DEFAULT_GRACE_S,
+    DEFAULT_INTERVAL_S,
+    DEFAULT_METRICS,
+    KNOWN_METRICS,
+    Limits,
+    ParamValue,
+    Profile,
+    Target,
+)
 from profiler.tools.wrap import KNOWN_TOOLS
 
 __all__ = [
@@ -732,7 +741,7 @@ def _from_section(
     targets = _targets(section["targets"], at.key(section, "targets"))
 
     has, value, where = opt("metrics")
-    metrics = _metrics(value, where) if has else ("system",)
+    metrics = _metrics(value, where) if has else DEFAULT_METRICS
     has, value, where = opt("interval")
     interval = _seconds(value, where, _INTERVAL_EXPECTED, positive=True, most=MAX_INTERVAL_S) if has else None
     has, value, where = opt("repeat")
@@ -896,7 +905,7 @@ def profile_from_args(
     if metrics is not None and not isinstance(metrics, str):
         # Each --metrics value may itself be a comma-separated list ("--metrics system,gpu-summary").
         metrics = [part for item in metrics for part in (item.split(",") if isinstance(item, str) else [item])]
-    names = ("system",) if metrics is None else _metrics(metrics, option("--metrics"))
+    names = DEFAULT_METRICS if metrics is None else _metrics(metrics, option("--metrics"))
     interval_s = (
         DEFAULT_INTERVAL_S
         if interval is None

@@ -5,9 +5,12 @@
 #   waap-profiler:latest         the profiler itself, for running WaAP in a container (docker/Dockerfile)
 #   waap-test-pywaggle:latest    an unmodified app on the real pywaggle from PyPI, for tests (tests/images/pywaggle)
 #   waap-test-tools:latest       stand-in tau_exec/tau_python/nvprof/nsys writing recorded dumps (tests/images/tools)
+#   waap-test-nvidia:latest      the demo plugin with the real nsys 2022.4 and nvprof 11.8 from Debian's non-free
+#                                section (tests/images/nvidia); only when named: scripts/test.sh asks for it
 # Each image carries a label with a hash of its inputs (files, build arguments, base image id); an image
 # whose label does not match is rebuilt.
-# Usage: scripts/build-images.sh [--force] [base|demo|profiler|pywaggle|tools]...   (no names = all five)
+# Usage: scripts/build-images.sh [--force] [base|demo|profiler|pywaggle|tools|nvidia]...
+#        (no names = the first five; nvidia downloads about 185 MB of NVIDIA packages, cached in $WAAP_CACHE/debs)
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -18,8 +21,8 @@ want=()
 while [ $# -gt 0 ]; do
     case "$1" in
     --force) force=1 ;;
-    base | demo | profiler | pywaggle | tools) want+=("$1") ;;
-    -h | --help) sed -n '2,10p' "$0"; exit 0 ;;
+    base | demo | profiler | pywaggle | tools | nvidia) want+=("$1") ;;
+    -h | --help) sed -n '2,13p' "$0"; exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
     esac
     shift
@@ -30,6 +33,10 @@ wanted() { [[ " ${want[*]} " == *" $1 "* ]]; }
 HASH_LABEL=org.waggle.waap.inputs
 WAAP_PYWAGGLE_IMAGE=${WAAP_PYWAGGLE_IMAGE:-waap-test-pywaggle:latest}
 WAAP_TOOLS_IMAGE=${WAAP_TOOLS_IMAGE:-waap-test-tools:latest}
+WAAP_NVIDIA_IMAGE=${WAAP_NVIDIA_IMAGE:-waap-test-nvidia:latest}
+WAAP_CACHE=${WAAP_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/waap}
+# the Debian mirror the non-free NVIDIA packages come from (the base image uses the machine's own apt sources)
+WAAP_DEBIAN_MIRROR=${WAAP_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 BASE_SUITE=bookworm
 BASE_PACKAGES=python3,python3-venv,procps,ca-certificates
 # merged /usr through the hook, as debootstrap does it; without it apt picks the usrmerge package, which
@@ -165,12 +172,76 @@ if wanted tools; then
     fi
 fi
 
+# (f) real NVIDIA profilers on the demo plugin -------------------------------------------------------------------
+# fetch_debs LIST DEST: download the packages LIST names (one a line, # comments) for this machine's architecture
+# from bookworm's main, contrib and non-free sections, through an apt configuration of our own (the machine's
+# sources are not touched). Files already in the cache are not fetched again.
+fetch_debs() {
+    local list=$1 dest=$2 apt_dir="$WAAP_CACHE/apt"
+    local -a names opts
+    mapfile -t names < <(sed -e 's/#.*//' -e 's/[[:space:]]//g' "$list" | grep -v '^$')
+    mkdir -p "$dest" "$apt_dir/lists/partial"
+    printf 'deb %s %s main contrib non-free\n' "$WAAP_DEBIAN_MIRROR" "$BASE_SUITE" >"$apt_dir/sources.list"
+    opts=(-o "Dir::Etc::SourceList=$apt_dir/sources.list" -o Dir::Etc::SourceParts=/dev/null
+        -o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache=$apt_dir/cache" -o Debug::NoLocking=1)
+    quietly "apt-get update for $WAAP_DEBIAN_MIRROR $BASE_SUITE contrib non-free (needs the Debian mirror)" \
+        apt-get "${opts[@]}" update
+    local uris
+    uris=$(apt-get "${opts[@]}" --print-uris download "${names[@]}" 2>&1) \
+        || die "apt-get cannot find the packages of $list: $uris"
+    local missing=()
+    while read -r _ file _; do
+        [ -s "$dest/$file" ] || missing+=("$file")
+    done < <(grep "^'" <<<"$uris")
+    if [ "${#missing[@]}" -gt 0 ]; then
+        say "downloading ${#missing[@]} Debian package(s) into $dest" >&2
+        (cd "$dest" && quietly "apt-get download of $list" apt-get "${opts[@]}" download "${names[@]}")
+    fi
+    # the files of this list, for the build context and the image's hash
+    grep "^'" <<<"$uris" | awk '{print $2}'
+}
+
+if wanted nvidia; then
+    nvidia_dir=tests/images/nvidia
+    image_exists "$WAAP_DEMO_IMAGE" || die "$WAAP_DEMO_IMAGE is missing: build it first (scripts/build-images.sh demo)"
+    deb_cache="$WAAP_CACHE/debs"
+    mapfile -t nvidia_debs < <(fetch_debs "$nvidia_dir/packages.txt" "$deb_cache")
+    nvidia_hash=$(hash_inputs "$(image_id "$WAAP_DEMO_IMAGE") ${nvidia_debs[*]}" "$nvidia_dir/Dockerfile")
+    if needs_build "$WAAP_NVIDIA_IMAGE" "$nvidia_hash"; then
+        start=$SECONDS
+        say "building $WAAP_NVIDIA_IMAGE from $nvidia_dir on $WAAP_DEMO_IMAGE (nsys and nvprof from Debian non-free)"
+        mkdir -p "$tmp/nvidia/debs"
+        cp "$nvidia_dir/Dockerfile" "$tmp/nvidia/"
+        for deb in "${nvidia_debs[@]}"; do ln "$deb_cache/$deb" "$tmp/nvidia/debs/" 2>/dev/null \
+            || cp "$deb_cache/$deb" "$tmp/nvidia/debs/"; done
+        quietly "docker build of $WAAP_NVIDIA_IMAGE" docker build --build-arg "BASE_IMAGE=$WAAP_DEMO_IMAGE" \
+            --label "$HASH_LABEL=$nvidia_hash" -t "$WAAP_NVIDIA_IMAGE" "$tmp/nvidia"
+        say "built $WAAP_NVIDIA_IMAGE in $(elapsed "$start")"
+        built+=("$WAAP_NVIDIA_IMAGE")
+    fi
+    # NVIDIA's real NVML library (libnvidia-ml.so.1), unpacked into the cache, not installed: on a machine without
+    # the NVIDIA driver it answers nvmlInit with "Driver Not Loaded", which tests/test_nvml_real_library.py checks
+    nvml_dir="$WAAP_CACHE/nvml"
+    mapfile -t nvml_debs < <(fetch_debs "$nvidia_dir/host-packages.txt" "$deb_cache")
+    if [ ! -e "$nvml_dir/libnvidia-ml.so.1" ] || [ "$(cat "$nvml_dir/source" 2>/dev/null)" != "${nvml_debs[*]}" ]; then
+        rm -rf "$nvml_dir" "$tmp/nvml"
+        mkdir -p "$nvml_dir"
+        for deb in "${nvml_debs[@]}"; do dpkg-deb -x "$deb_cache/$deb" "$tmp/nvml"; done
+        lib=$(find "$tmp/nvml" -name 'libnvidia-ml.so.1' | head -n 1)
+        [ -n "$lib" ] || die "no libnvidia-ml.so.1 in ${nvml_debs[*]}"
+        cp -P "$(dirname "$lib")"/libnvidia-ml.so* "$nvml_dir/"
+        printf '%s\n' "${nvml_debs[*]}" >"$nvml_dir/source"
+        say "unpacked NVIDIA's NVML library into $nvml_dir (from ${nvml_debs[*]})"
+    fi
+fi
+
 # the classic builder leaves the first stage behind as a dangling image: drop those of this build
 if [ "${#built[@]}" -gt 0 ]; then
     docker image prune -f --filter "label=$HASH_LABEL" >/dev/null 2>&1 || true
 fi
 say "images:"
-for image in "$WAAP_BASE_IMAGE" "$WAAP_DEMO_IMAGE" "$WAAP_PROFILER_IMAGE" "$WAAP_PYWAGGLE_IMAGE" "$WAAP_TOOLS_IMAGE"; do
+for image in "$WAAP_BASE_IMAGE" "$WAAP_DEMO_IMAGE" "$WAAP_PROFILER_IMAGE" "$WAAP_PYWAGGLE_IMAGE" "$WAAP_TOOLS_IMAGE" \
+    "$WAAP_NVIDIA_IMAGE"; do
     if image_exists "$image"; then
         printf '    %-32s %s\n' "$image" "$(docker image inspect -f '{{.Size}}' "$image" | numfmt --to=si --suffix=B)"
     fi

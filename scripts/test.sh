@@ -7,6 +7,10 @@ set -euo pipefail
 cd "$WAAP_ROOT"
 
 bash scripts/setup.sh
+# the tests of the tool wrappers on NVIDIA's real nsys and nvprof need this image (they skip, saying so, without it)
+if [ "${WAAP_SKIP_IMAGES:-0}" != 1 ]; then
+    bash scripts/build-images.sh nvidia
+fi
 
 say "ruff check ."
 .venv/bin/ruff check . || die "ruff found problems"

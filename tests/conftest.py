@@ -3,15 +3,19 @@ builds offline; they track and force-remove every container they cause."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator, Tuple
 
 import docker
 import pytest
+from jsonschema import Draft202012Validator
 
 from profiler.identity import LABEL, LABEL_RUN_DIR
+from profiler.profile import Profile
+from profiler.runner import Runner, RunResult
 
 BASE_IMAGE = os.environ.get("WAAP_BASE_IMAGE", "waap-base:bookworm")
 PROFILER_IMAGE = os.environ.get("WAAP_PROFILER_IMAGE", "waap-profiler:latest")
@@ -32,12 +36,26 @@ def docker_client() -> Iterator[docker.DockerClient]:
     client.close()
 
 
-def _require_image(client: docker.DockerClient, name: str) -> str:
+def _require_image(client: docker.DockerClient, name: str, *, skip_unless: str = "") -> str:
+    """The image's name; a missing image fails the test, or skips it saying ``skip_unless`` (how to build it)."""
     try:
         client.images.get(name)
     except docker.errors.ImageNotFound:
+        if skip_unless:
+            pytest.skip(f"image {name} is missing: {skip_unless}")
         pytest.fail(f"image {name} is missing; build it with scripts/build-images.sh")
     return name
+
+
+def run_one(client: docker.DockerClient, results: Path, profile: Profile, **runner: Any) -> Tuple[RunResult, Any]:
+    """Run a one-run profile; its result and its manifest, checked against the manifest's JSON Schema."""
+    session = Runner(client, output_root=results, pull_policy="never", **runner).run_session(profile)
+    assert len(session.runs) == 1
+    run = session.runs[0]
+    manifest = json.loads((run.info.path / "manifest.json").read_text())
+    with open(REPO_ROOT / "profiler/schemas/manifest.schema.json", encoding="utf-8") as fh:
+        Draft202012Validator(json.load(fh)).validate(manifest)
+    return run, manifest
 
 
 @pytest.fixture(scope="session")

@@ -256,6 +256,22 @@ def test_unavailable_says_how_to_fix(tmp_path: Path) -> None:
         ContainerCollector().start(ctx, lambda s: None)
 
 
+def test_an_app_that_already_ended_is_named_as_the_reason_not_the_setup(tmp_path: Path) -> None:
+    (tmp_path / "proc").mkdir()
+    (tmp_path / "cgroup").mkdir()
+    asked: List[bool] = []
+
+    def ended() -> bool:
+        asked.append(True)
+        return True
+
+    ctx = RunContext(run_id="test", container_id="f" * 64, container_pid=0, run_dir=tmp_path, output_dir=tmp_path,
+                     interval_s=1.0, proc=tmp_path / "proc", sys_fs_cgroup=tmp_path / "cgroup", app_ended=ended)
+    with pytest.raises(Unavailable, match=r"^the app ended before its container could be measured") as e:
+        ContainerCollector().start(ctx, lambda s: None)
+    assert "--pid host" not in str(e.value) and asked == [True]
+
+
 @pytest.mark.parametrize(
     ("layout", "controller", "name", "old", "new", "percent"),
     [

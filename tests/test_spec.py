@@ -149,7 +149,7 @@ def test_defaults_and_target_names() -> None:
     profile = parse("image: a\ntargets:\n  - {}\n  - {name: second}\n  - {}\n")
     assert [t.name for t in profile.targets] == ["target1", "second", "target3"]
     assert profile.targets[0] == Target(args=(), timeout_s=0.0, env={}, name="target1")
-    assert profile.metrics == ("system",)
+    assert profile.metrics == ("system", "container", "custom")
     assert profile.source == "test.yaml"
 
 
@@ -750,7 +750,7 @@ def test_params_merge_profile_and_target_and_required_collectors():
         ("params: {res: [1, 2]}\n", 4, "params.res", ["string, number or boolean"]),
         ("params: {res: .nan}\n", 4, "params.res", ["finite number"]),
         ("params: 3\n", 4, "params", ["mapping of knob names"]),
-        ("required: [container]\n", 4, "required", ["must also be listed in metrics"]),
+        ("required: [gpu-summary]\n", 4, "required", ["must also be listed in metrics"]),
         ("required: [bogus]\n", 4, "required[0]", ["unknown metric 'bogus'"]),
     ],
 )

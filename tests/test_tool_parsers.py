@@ -1,4 +1,5 @@
-"""Tool output parsers on recorded real output (tests/data/tools, see its README) and minimal edits of it."""
+"""Tool output parsers on recorded real output (tests/data/tools and tests/data/nvidia-real, see their READMEs) and
+minimal edits of it."""
 
 from __future__ import annotations
 
@@ -9,13 +10,24 @@ from pathlib import Path
 import pytest
 
 from profiler.errors import WaapError
-from profiler.tools.nvidia_csv import ToolOutputError, canonical_nsys_report, parse_nsys_csv, parse_nvprof_csv
+from profiler.tools.nvidia_csv import (
+    NSYS_REPORT_ALIASES,
+    NSYS_REPORTS_KEPT_AS_IS,
+    ToolOutputError,
+    canonical_nsys_report,
+    nsys_skipped_reports,
+    parse_nsys_csv,
+    parse_nvprof_csv,
+)
 from profiler.tools.tau_profile import parse_tau_dir, parse_tau_profile
 
 DATA = Path(__file__).parent / "data" / "tools"
 TAU = DATA / "matmult-mpi-pthread.profile.0.0.0"
 NVPROF = DATA / "nvprof-api-summary.csv"
 NSYS = DATA / "nsys-cuda_gpu_kern_sum.csv"
+REAL = Path(__file__).parent / "data" / "nvidia-real"
+REAL_NSYS = REAL / "nsys-2022.4.2-demo"
+REAL_NVPROF = REAL / "nvprof-11.8-no-driver" / "summary.csv"
 
 
 def by_name(functions: list[dict[str, object]]) -> dict[object, dict[str, object]]:
@@ -215,11 +227,70 @@ def test_nvprof_recorded_summary() -> None:
         "cuDevicePrimaryCtxRetain": 1,
     }
     assert r["rows"][2]["Min"] == 0.541
+    assert r["messages"] == []  # "======== Profiling result:" is a banner, not a message
     json.dumps(r)
 
 
 def test_nvprof_pid_preamble() -> None:
-    assert parse_nvprof_csv(DATA / "nvprof-pid-preamble.csv")["rows"] == parse_nvprof_csv(NVPROF)["rows"]
+    r = parse_nvprof_csv(DATA / "nvprof-pid-preamble.csv")
+    assert r["rows"] == parse_nvprof_csv(NVPROF)["rows"]
+    assert r["messages"] == []  # "==4242== NVPROF is profiling process ..." is neither a warning nor an error
+
+
+def test_nvprof_real_no_driver_is_a_result_with_a_message() -> None:
+    # nvprof 11.8, no CUDA driver: its whole --log-file is one banner line
+    r = parse_nvprof_csv(REAL_NVPROF)
+    assert r == {
+        "tool": "nvprof",
+        "source": str(REAL_NVPROF),
+        "columns": [],
+        "units": {},
+        "rows": [],
+        "messages": ["Warning: unable to locate cuda driver library, GPU profiling skipped"],
+        "truncated": False,
+    }
+
+
+def test_nvprof_messages_among_the_table(tmp_path: Path) -> None:
+    # stderr mode: nvprof's ==PID== lines come before, inside and after the table
+    header, units, *rows = NVPROF.read_text().splitlines(keepends=True)[1:]
+    p = tmp_path / "nvprof.csv"
+    p.write_text(
+        "==77== NVPROF is profiling process 77, command: ./app\n"
+        "==77== Warning: Some profiling data are not recorded.\n"
+        + header
+        + units
+        + rows[0]
+        + "======== Error: unified memory profiling failed.\n"
+        + "".join(rows[1:])
+        + "==77== warning: lower case too\n"
+    )
+    r = parse_nvprof_csv(p)
+    assert r["rows"] == parse_nvprof_csv(NVPROF)["rows"]
+    assert r["messages"] == [
+        "Warning: Some profiling data are not recorded.",
+        "Error: unified memory profiling failed.",
+        "warning: lower case too",
+    ]
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["======== Warning: No profile data collected.\n", "==1234== Error: out of memory\n\n======== Profiling result:\n"],
+)
+def test_nvprof_banner_lines_only_are_a_result(tmp_path: Path, content: str) -> None:
+    p = tmp_path / "nvprof.csv"
+    p.write_text(content)
+    r = parse_nvprof_csv(p)
+    assert (r["rows"], r["columns"], r["truncated"]) == ([], [], False)
+    assert r["messages"] == [content.split("== ", 1)[1].splitlines()[0]]
+
+
+def test_nvprof_empty_file_says_it_was_killed(tmp_path: Path) -> None:
+    p = tmp_path / "summary.csv"
+    p.write_bytes(b"")
+    with pytest.raises(ToolOutputError, match=r"empty file: .*probably killed"):
+        parse_nvprof_csv(p)
 
 
 def test_nvprof_units_differ_between_runs(tmp_path: Path) -> None:
@@ -245,6 +316,7 @@ def test_nvprof_cap() -> None:
         "columns": [],
         "units": {},
         "rows": [],
+        "messages": [],
         "truncated": True,
     }
 
@@ -253,7 +325,8 @@ def test_nvprof_cap() -> None:
     "content",
     [
         "",
-        "======== Warning: No profile data collected.\n",
+        "\n\n",
+        "hello,world\n",
         '"Type","Time(%)","Time","Calls","Avg","Min","Max","Name"\n,%,us,,us,us,us,\n"API calls",1.0,2.0\n',
         '"Type","Time(%)","Name"\n"API calls,1.0,x\n"API calls",2.0,y\n',
     ],
@@ -374,3 +447,141 @@ def test_nsys_garbled_row_names_its_line(tmp_path: Path) -> None:
     with pytest.raises(ToolOutputError) as e:
         parse_nsys_csv(p, "gpukernsum")
     assert e.value.line == 2
+
+
+# --- Nsight Systems 2022.4.2, real output (tests/data/nvidia-real) ------------------------------------------------
+
+
+def test_nsys_real_osrt_sum() -> None:
+    r = parse_nsys_csv(REAL_NSYS / "stats_osrtsum.csv", "osrtsum")
+    assert (r["report"], r["report_requested"], r["truncated"]) == ("osrt_sum", "osrtsum", False)
+    assert r["columns"] == [
+        "Time (%)", "Total Time (ns)", "Num Calls", "Avg (ns)", "Med (ns)", "Min (ns)", "Max (ns)", "StdDev (ns)",
+        "Name",
+    ]
+    assert len(r["rows"]) == 11
+    assert r["rows"][0] == {
+        "Time (%)": 78.4,
+        "Total Time (ns)": 2280823,
+        "Num Calls": 46,
+        "Avg (ns)": 49583.1,
+        "Med (ns)": 4391.5,
+        "Min (ns)": 1002,
+        "Max (ns)": 248563,
+        "StdDev (ns)": 59875.4,
+        "Name": "read",
+    }
+    assert {row["Name"]: row["Num Calls"] for row in r["rows"]}["open64"] == 36
+
+
+def test_nsys_real_empty_report_is_still_an_error_for_the_parser() -> None:
+    # the parser reads one file; that a 0-byte report means "no data" is post-processing's call
+    with pytest.raises(ToolOutputError, match="empty file"):
+        parse_nsys_csv(REAL_NSYS / "stats_cudaapisum.csv", "cudaapisum")
+
+
+def _help_reports() -> list[str]:
+    text = (REAL_NSYS / "nsys-stats-help-reports.txt").read_text()
+    # "  gpukernsum[:base|:mangled] -- CUDA GPU Kernel Summary"
+    return [line.split()[0].split("[")[0] for line in text.splitlines() if line.startswith("  ") and " -- " in line]
+
+
+def test_nsys_aliases_match_the_real_2022_4_2_report_list() -> None:
+    names = _help_reports()
+    assert len(names) == 32 and len(set(names)) == 32
+    assert "gpukernsum" in names and "osrtsum" in names and "unifiedmemory" in names
+    # every old name the table maps is a report of the real 2022.4.2
+    assert sorted(set(NSYS_REPORT_ALIASES) - set(names)) == []
+    # every report of 2022.4.2 is either mapped or knowingly kept under its old name, never both
+    assert sorted(set(names) - set(NSYS_REPORT_ALIASES) - NSYS_REPORTS_KEPT_AS_IS) == []
+    assert sorted(NSYS_REPORTS_KEPT_AS_IS - set(names)) == []
+    assert sorted(NSYS_REPORTS_KEPT_AS_IS & set(NSYS_REPORT_ALIASES)) == []
+    for name in names:
+        expected = NSYS_REPORT_ALIASES.get(name, name)
+        assert canonical_nsys_report(name) == expected
+        assert canonical_nsys_report(f"{name}:base") == expected
+
+
+def test_nsys_aliases_are_one_to_one() -> None:
+    new = list(NSYS_REPORT_ALIASES.values())
+    assert len(set(new)) == len(new)
+    assert not set(new) & set(NSYS_REPORT_ALIASES)  # a new name is never an old one
+
+
+REAL_SKIPPED = {
+    "nvtx_sum": "does not contain NV Tools Extension (NVTX) data",
+    "cuda_api_sum": "does not contain CUDA trace data",
+    "cuda_gpu_kern_sum": "does not contain CUDA kernel data",
+    "cuda_gpu_mem_time_sum": "does not contain GPU memory data",
+    "cuda_gpu_mem_size_sum": "does not contain GPU memory data",
+    "openmp_sum": "does not contain OpenMP event data",
+    "khrdebugsum": "does not contain KHR Extension (KHR_DEBUG) data",
+    "khrdebuggpusum": "does not contain GPU KHR Extension (KHR_DEBUG) data",
+    "vulkan_marker_sum": "does not contain Vulkan Debug Extension (Vulkan Debug Util) data",
+    "vulkangpumarkersum": "does not contain GPU Vulkan Debug Extension (GPU Vulkan Debug markers) data",
+    "dx11pixsum": "does not contain DX11 CPU debug markers",
+    "dx12gpumarkersum": "does not contain DX12 GPU debug markers",
+    "dx12pixsum": "does not contain DX12 CPU debug markers",
+    "wddmqueuesdetails": "does not contain WDDM context data",
+    "um_sum": "does not contain CUDA memory transfers data",
+    "um_total_sum": "does not contain CUDA memory transfers data",
+    "um_cpu_page_faults_sum": "does not contain CUDA Unified Memory CPU page faults data",
+    "openaccsum": "does not contain OpenACC event data",
+}
+
+
+def test_nsys_skipped_reports_real_output() -> None:
+    text = (REAL_NSYS / "nsys-stats-output.txt").read_bytes().decode()  # as captured: read_text() would drop \r
+    assert "\r" in text  # the progress bar, redrawn in place
+    skipped = nsys_skipped_reports(text)
+    assert skipped == REAL_SKIPPED
+    # exactly the reports nsys left as 0-byte files
+    empty = {canonical_nsys_report(p.name[len("stats_") : -len(".csv")]) for p in REAL_NSYS.glob("stats_*.csv")
+             if p.stat().st_size == 0}
+    assert set(skipped) == empty
+    assert "osrt_sum" not in skipped  # PROCESSED
+
+
+def test_nsys_skipped_reports_newer_layout() -> None:
+    # nsys >= 2023 prints the outcome on a line of its own, and in console mode the report's table in between
+    text = (
+        "Generating SQLite file r.sqlite from r.nsys-rep\n"
+        "Processing [r.sqlite] with [/opt/nvidia/nsight-systems/2024.5.1/host-linux-x64/reports/nvtx_sum.py]... \n"
+        "SKIPPED: r.sqlite does not contain NV Tools Extension (NVTX) data.\n\n"
+        "Processing [r.sqlite] with [/opt/nvidia/nsight-systems/2024.5.1/host-linux-x64/reports/osrt_sum.py]... \n\n"
+        " ** OS Runtime Summary (osrt_sum):\n\n Time (%)  Total Time (ns)  Num Calls  Name\n"
+        " 90.0  100  1  SKIPPED: a function's name, not an outcome\n\n"
+        "Processing [r.sqlite] with [C:\\nsys\\reports\\cudaapisum.py]...\r\n"
+        "SKIPPED: C:\\r.sqlite does not contain CUDA trace data.\r\n"
+    )
+    assert nsys_skipped_reports(text) == {
+        "nvtx_sum": "does not contain NV Tools Extension (NVTX) data",
+        "cuda_api_sum": "does not contain CUDA trace data",
+    }
+
+
+def test_nsys_skipped_reports_first_reason_wins_and_odd_reasons_are_kept() -> None:
+    text = (
+        "Processing [a.sqlite] with [/r/osrtsum.py] to [/w/s_osrtsum.csv]... SKIPPED: something else.\n"
+        "Processing [a.sqlite] with [/r/osrt_sum.py]... SKIPPED: a.sqlite does not contain OS runtime data.\n"
+        "Processing [a.sqlite] with [/r/nvtxsum.py]... SKIPPED\n"
+    )
+    assert nsys_skipped_reports(text) == {"osrt_sum": "something else", "nvtx_sum": "skipped"}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "\r\r\n\n",
+        "SKIPPED: x.sqlite does not contain CUDA trace data.\n",  # no report being processed
+        "Processing [",
+        "Processing [r.sqlite] with [",
+        "Processing [r.sqlite] with [/r/../$(rm -rf).py]... SKIPPED: no\n",  # not a report name
+        "Processing [r.sqlite] with [/r/osrtsum.py]... PROCESSED\nSKIPPED: late\n",
+        "\x00\x1b[2K\ufffd" * 1000,
+        "Exporting 144 events: [==8%   ]\r" * 5000,
+    ],
+)
+def test_nsys_skipped_reports_odd_text(text: str) -> None:
+    assert nsys_skipped_reports(text) == {}

@@ -12,11 +12,9 @@ from typing import Any, Dict, List
 
 import docker
 import pytest
-from jsonschema import Draft202012Validator
 
 from profiler.errors import SpecError
 from profiler.profile import Profile, Target
-from profiler.runner import Runner
 from profiler.spec import parse_profile
 from profiler.tools.postprocess import postprocess_tool
 from profiler.tools.wrap import (
@@ -29,7 +27,7 @@ from profiler.tools.wrap import (
     wrap_command,
 )
 
-from .conftest import REPO_ROOT, _require_image
+from .conftest import REPO_ROOT, _require_image, run_one
 
 TOOLS_IMAGE = os.environ.get("WAAP_TOOLS_IMAGE", "waap-test-tools:latest")
 OUT = "/app/profiling_output/tools"
@@ -60,7 +58,8 @@ def test_tau_on_a_python_entrypoint_uses_tau_python(docker_client: docker.Docker
     plan = plan_tool_run(entrypoint, cmd, ["--count", "2"], ["tau"])
     assert plan is not None
     assert (plan.entrypoint, plan.command) == (["tau_python"], ["/app/app.py", "--count", "2"])
-    assert plan.env == {"PROFILEDIR": f"{OUT}/tau", "PYTHONUNBUFFERED": "1"}  # -u survives as the environment
+    # -u survives as the environment; the init signals the tool's whole process group (Ctrl-C semantics)
+    assert plan.env == {"PROFILEDIR": f"{OUT}/tau", "PYTHONUNBUFFERED": "1", "TINI_KILL_PROCESS_GROUP": "1"}
 
 
 @pytest.mark.docker
@@ -154,13 +153,7 @@ def _run(client: docker.DockerClient, results: Path, image: str, tool: str, *, a
          metrics: tuple[str, ...] = ()) -> Any:
     profile = Profile(image=image, targets=(Target(args=args, timeout_s=timeout, name="t"),), metrics=metrics,
                       tools=(tool,), env=env or {}, grace_s=10)
-    session = Runner(client, output_root=results, pull_policy="never", toolbox=toolbox).run_session(profile)
-    assert len(session.runs) == 1
-    run = session.runs[0]
-    manifest = json.loads((run.info.path / "manifest.json").read_text())
-    with open(REPO_ROOT / "profiler/schemas/manifest.schema.json", encoding="utf-8") as fh:
-        Draft202012Validator(json.load(fh)).validate(manifest)
-    return run, manifest
+    return run_one(client, results, profile, toolbox=toolbox)
 
 
 def _containers(client: docker.DockerClient, image: str) -> List[str]:

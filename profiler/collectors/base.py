@@ -90,6 +90,8 @@ class RunContext:
     proc: Path = Path("/proc")
     sys_fs_cgroup: Path = Path("/sys/fs/cgroup")
     params: Mapping[str, Any] = field(default_factory=dict)  # knobs the app may ask for (custom metrics)
+    # asks the engine whether the app has exited: a very short app can end before its container is measured
+    app_ended: Callable[[], bool] = field(default=lambda: False)
 
 
 @dataclass

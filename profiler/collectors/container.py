@@ -198,6 +198,11 @@ class ContainerCollector(Collector):
                 ctx.container_pid, ctx.container_id, proc=ctx.proc, sys_fs_cgroup=ctx.sys_fs_cgroup
             )
         except CgroupNotFound as e:
+            if ctx.app_ended():
+                raise Unavailable(
+                    "the app ended before its container could be measured (it ran for less than a moment); "
+                    "the system metrics cover the run"
+                ) from e
             raise Unavailable(str(e)) from e
         self._notes.append(self.cgroup.describe())
         self._find_net_dev(ctx)

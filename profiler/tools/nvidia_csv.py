@@ -1,5 +1,6 @@
 """Parsers for the CSV summaries of NVIDIA's command-line profilers: nvprof (JetPack 4, compute capability < 8.0)
-and Nsight Systems' ``nsys stats --format csv`` (both generations of report names).
+and Nsight Systems' ``nsys stats --format csv`` (both generations of report names), and for what ``nsys stats``
+prints while it runs (which reports it skipped, and why).
 
 Also home of ``ToolOutputError`` and the size-capped reader the TAU parser shares.
 """
@@ -9,15 +10,17 @@ from __future__ import annotations
 import csv
 import re
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, FrozenSet, List, Optional, Tuple, Union
 
 from profiler.errors import WaapError, where
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
+    "NSYS_REPORTS_KEPT_AS_IS",
     "NSYS_REPORT_ALIASES",
     "ToolOutputError",
     "canonical_nsys_report",
+    "nsys_skipped_reports",
     "parse_nsys_csv",
     "parse_nvprof_csv",
     "read_capped",
@@ -29,6 +32,14 @@ DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 Number = Union[int, float]
 
 # nsys 2023.1 renamed its stats reports; a run may meet either generation, results always carry the new name.
+# Sources:
+# - every OLD name (key) below was checked against the real Nsight Systems 2022.4.2's `nsys stats --help-reports`
+#   (tests/data/nvidia-real/nsys-2022.4.2-demo/nsys-stats-help-reports.txt; tests/test_tool_parsers.py keeps it so);
+# - the NEW name of gpukernsum, cuda_gpu_kern_sum, comes from ../shared/fixtures/nvidia-profilers (its README and
+#   nsys-cuda_gpu_kern_sum.csv); the other new names were in this table before and have no recorded output of an
+#   nsys >= 2023.1 here to check them against.
+# Old names of 2022.4.2 with no entry here are in NSYS_REPORTS_KEPT_AS_IS: their new names are not sourced, so they
+# keep the old one (a result from a newer nsys then carries a different name for the same report).
 NSYS_REPORT_ALIASES: Dict[str, str] = {
     "apigpusum": "cuda_api_gpu_sum",
     "cudaapisum": "cuda_api_sum",
@@ -50,12 +61,41 @@ NSYS_REPORT_ALIASES: Dict[str, str] = {
     "vulkanmarkerssum": "vulkan_marker_sum",
 }
 
+# Reports of nsys 2022.4.2 (its --help-reports) knowingly left under their old name: no source for the new one.
+NSYS_REPORTS_KEPT_AS_IS: FrozenSet[str] = frozenset(
+    {
+        "dx11pixsum",
+        "dx12gpumarkersum",
+        "dx12pixsum",
+        "khrdebuggpusum",
+        "khrdebugsum",
+        "nvtxgpuproj",
+        "nvtxppsum",
+        "nvtxpptrace",
+        "nvtxsesum",
+        "openaccsum",
+        "vulkanapisum",
+        "vulkanapitrace",
+        "vulkangpumarkersum",
+        "wddmqueuesdetails",
+    }
+)
+
 _INT = re.compile(r"[-+]?\d+\Z")
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\Z")
 _TEXT_COLUMNS = frozenset({"Name", "Type", "Operation", "Range", "Style", "Category"})
 _NVPROF_UNITS = frozenset({"%", "ns", "us", "ms", "s"})
 # an nsys header has at least one column with a unit in parentheses: "Total Time (ns)", "Time(%)", "Total (MB)"
 _NSYS_UNIT_COLUMN = re.compile(r"\((%|[num]?s|[KMG]i?B|B)\)\s*\Z")
+# nvprof's own lines: "======== Warning: ...", "==1234== Error: ..."; only warnings and errors are kept as messages
+_NVPROF_MESSAGE = re.compile(r"==(?:=+|\d+)==\s*(?P<message>(?:warning|error)\b.*)", re.IGNORECASE)
+# nsys stats, per report: "Processing [X.sqlite] with [/.../reports/osrtsum.py] to [/w/stats_osrtsum.csv]... "
+# then "PROCESSED" or "SKIPPED: X.sqlite does not contain CUDA trace data." on the same line (2022.4) or a later one
+_NSYS_PROCESSING = re.compile(r"Processing \[[^\]\r\n]*\] with \[(?P<script>[^\]\r\n]*)\]")
+_NSYS_OUTCOME = re.compile(r"(?:\s*to \[[^\]\r\n]*\])?[\s.]*(?P<outcome>SKIPPED|PROCESSED)\b:?\s*(?P<reason>.*)")
+_NSYS_REPORT_NAME = re.compile(r"[A-Za-z0-9_]+")
+_NSYS_SQLITE_PATH = re.compile(r"\S*\.sqlite\s+(?=does not contain)")
+_MAX_MESSAGE = 500  # characters kept of one message a tool printed
 
 
 class ToolOutputError(WaapError):
@@ -99,6 +139,40 @@ def canonical_nsys_report(report: str) -> str:
     return NSYS_REPORT_ALIASES.get(name, name)
 
 
+def nsys_skipped_reports(text: str) -> Dict[str, str]:
+    """Which reports ``nsys stats`` skipped, and why, from what it printed (its stdout and stderr): canonical report
+    name → reason, e.g. ``{"cuda_api_sum": "does not contain CUDA trace data"}``.
+
+    For each report nsys prints ``Processing [X.sqlite] with [.../reports/NAME.py]...``, then ``PROCESSED`` or
+    ``SKIPPED: X.sqlite does not contain ... data.``, on the same line (2022.4) or a later one. The report's name is
+    the script's (``cudaapisum.py`` → ``cuda_api_sum``); the reason is what follows ``SKIPPED:`` without the
+    database's path and the final period. Progress bars, other lines and garbled text are ignored: this never
+    raises, and text that is not nsys stats output gives ``{}``. A report skipped twice keeps its first reason.
+    """
+    skipped: Dict[str, str] = {}
+    pending: Optional[str] = None  # the report nsys is processing, whose outcome it has not printed yet
+    for line in re.split(r"[\r\n]+", text):
+        rest = line
+        for match in _NSYS_PROCESSING.finditer(line):
+            script = re.split(r"[\\/]", match.group("script").strip())[-1]
+            name = script[:-3] if script.endswith(".py") else script
+            pending = canonical_nsys_report(name) if _NSYS_REPORT_NAME.fullmatch(name) else None
+            rest = line[match.end() :]
+        if pending is None:
+            continue
+        outcome = _NSYS_OUTCOME.match(rest)
+        if outcome is None:
+            continue  # nothing yet, or the report's own table (console output) until the next "Processing"
+        if outcome.group("outcome") == "SKIPPED":
+            reason = outcome.group("reason").strip()
+            sqlite = _NSYS_SQLITE_PATH.match(reason)
+            if sqlite:
+                reason = reason[sqlite.end() :]
+            skipped.setdefault(pending, reason.rstrip(". ")[:_MAX_MESSAGE] or "skipped")
+        pending = None
+    return skipped
+
+
 def _value(column: str, field: str) -> Union[Number, str, None]:
     if field == "":
         return None
@@ -134,34 +208,43 @@ def _rows(lines: List[str], start: int, columns: List[str], source: str) -> List
     return rows
 
 
-def _check_not_empty(lines: List[str], truncated: bool, source: str) -> None:
+def _check_not_empty(lines: List[str], truncated: bool, source: str, why: str = "") -> None:
     if not truncated and not any(line.strip() for line in lines):
-        raise ToolOutputError("empty file", source=source)
+        raise ToolOutputError(f"empty file{why}", source=source)
 
 
 def parse_nvprof_csv(path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Dict[str, Any]:
     """Parse ``nvprof --csv`` summary output (``--log-file`` or captured stderr).
 
-    Banner lines (``==PID== ...``, ``======== Profiling result:``) are skipped; the header is the first other line
-    and the row under it gives each column's unit (``ns``/``us``/``ms``/``s``/``%``; it differs between runs). Values
-    stay in the file's units, which ``units`` records per column; numbers become ``int``/``float``, names stay text.
+    Banner lines (``==PID== ...``, ``======== Profiling result:``) are not table rows; those that are warnings or
+    errors (``======== Warning: unable to locate cuda driver library, GPU profiling skipped``, ``==1234== Error:
+    ...``) are kept, without the ``==...==`` prefix, in ``messages``. A file of banner lines only is what nvprof
+    writes when it had nothing to profile: a valid result with no rows. An empty file is an error (nvprof writes
+    its summary when the app ends; it was killed before it could).
+
+    The header is the first line that is not a banner, and the row under it gives each column's unit
+    (``ns``/``us``/``ms``/``s``/``%``; it differs between runs). Values stay in the file's units, which ``units``
+    records per column; numbers become ``int``/``float``, names stay text.
     """
     source = str(path)
     lines, truncated = read_capped(path, max_bytes)
-    _check_not_empty(lines, truncated, source)
+    _check_not_empty(
+        lines, truncated, source, ": nvprof writes its summary when the app ends; it was probably killed before that"
+    )
     result: Dict[str, Any] = {
         "tool": "nvprof",
         "source": source,
         "columns": [],
         "units": {},
         "rows": [],
+        "messages": [
+            m.group("message").strip()[:_MAX_MESSAGE] for line in lines if (m := _NVPROF_MESSAGE.match(line))
+        ],
         "truncated": truncated,
     }
     content = [i for i, line in enumerate(lines) if line.strip() and not line.startswith("==")]
     if not content:
-        if truncated:
-            return result
-        raise ToolOutputError("no CSV header: is this nvprof --csv output?", source=source)
+        return result  # banner lines only (the empty file was refused above), or cut before the header
     header_at = content[0]
     columns = _fields(lines[header_at], source, header_at + 1)
     if len(columns) < 2 or "Name" not in columns:

@@ -5,6 +5,11 @@ image's ENTRYPOINT followed by (args or CMD). Wrapping puts the tool in front of
 entrypoint becomes the tool and its command the tool's options and the app's argv. The tool writes its dumps under
 ``/app/profiling_output/tools/<name>/``, inside the output mount, so they survive the container.
 
+The stop signals reach the tool and the app together, as Ctrl-C in a terminal reaches the whole foreground
+process group: the container's init (Docker's ``docker-init``, tini) is told to signal the process group
+(``TINI_KILL_PROCESS_GROUP=1``). nvprof does not pass SIGINT on to the app it launched; without this the app ran on
+until SIGTERM, and nvprof, killed, wrote nothing.
+
 A tool may come with the image or from a *toolbox*: a host folder (``WAAP_TOOLBOX``) mounted read-only at
 ``/opt/waap-tools``, whose ``bin`` folder and root are put in front of ``PATH``.
 """
@@ -45,6 +50,8 @@ TOOLBOX_ENV = "WAAP_TOOLBOX"  # on the runner: a host folder of tools, mounted r
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 CHECK_TIMEOUT_S = 60.0
 _PYTHONS = ("python", "python3")
+# read by tini, which Docker runs as PID 1 for --init: forward signals to the child's whole process group
+GROUP_SIGNALS_ENV = {"TINI_KILL_PROCESS_GROUP": "1"}
 
 
 class ToolError(WaapError):
@@ -98,7 +105,7 @@ def plan_tool_run(
         raise ToolError(f"the image has neither ENTRYPOINT nor CMD and the target gives no args: nothing to run "
                         f"under {tool}")
     where = posixpath.join(out_dir, tool)
-    env: Dict[str, str] = {}
+    env: Dict[str, str] = dict(GROUP_SIGNALS_ENV)
     if tool == "tau":
         env["PROFILEDIR"] = where
         if _is_python(argv[0]):
