@@ -58,7 +58,7 @@ def check_tegrastats(which: Which = shutil.which, candidates: Tuple[str, ...] = 
 
 def check_nvml() -> Finding:
     try:
-        import pynvml  # type: ignore[import-not-found,unused-ignore]
+        import pynvml  # type: ignore[import-not-found,import-untyped,unused-ignore]
     except ImportError:
         return Finding("nvml", False, "nvidia-ml-py is not installed",
                        "pip install 'waap[gpu]' on machines with a discrete NVIDIA GPU (Jetsons use tegrastats)")

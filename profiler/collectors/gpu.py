@@ -36,9 +36,9 @@ class GpuSummaryCollector(Collector):
     name = "gpu-summary"
     catalog = _catalog()
     source_description = (
-        "tegrastats on Jetson boards (whose integrated GPU shares RAM with the CPU: the app's GPU memory is part of "
-        "its container memory, `container.memory.*`), otherwise NVML on discrete NVIDIA GPUs (`nvml.*`); the "
-        "manifest names the one used"
+        "tegrastats on Jetson boards (whose integrated GPU shares RAM with the CPU: the app's GPU memory is what its "
+        "processes hold through nvmap, `jetson.app.nvmap_used_bytes`, where the profiler can read debugfs), "
+        "otherwise NVML on discrete NVIDIA GPUs (`nvml.*`); the manifest names the one used"
     )
 
     def __init__(

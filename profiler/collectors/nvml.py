@@ -16,6 +16,7 @@ import contextlib
 import importlib
 from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple
 
+from .apppids import AppProcesses
 from .base import Collector, MetricInfo, RunContext, SampleSink, Unavailable
 
 __all__ = ["CATALOG", "NvmlCollector"]
@@ -61,8 +62,7 @@ CATALOG: Tuple[MetricInfo, ...] = (
         "GPU memory used by the app container's processes on all GPUs: the compute and graphics processes NVML "
         "lists whose /proc/<pid>/cgroup names the container (a process in both lists counts once). Needs the "
         "runner to see host PIDs; absent otherwise (the status says why). On Jetson the GPU shares RAM with the "
-        "CPU and NVML lists no processes: the app's GPU buffers are part of its container memory "
-        "(container.memory.*); per-process nvmap accounting (debugfs, root only) is not read in this version",
+        "CPU, gpu-summary uses tegrastats instead of NVML, and the app's GPU memory is jetson.app.nvmap_used_bytes",
     ),
 )
 
@@ -122,8 +122,7 @@ class NvmlCollector(Collector):
         self._handles: List[Any] = []
         self._dropped: Set[str] = set()
         self._notes: List[str] = []
-        self._ctx: Optional[RunContext] = None
-        self._app_pids: Dict[int, bool] = {}  # host pid -> in the app container (a pid is not reused within a run)
+        self._app: Optional[AppProcesses] = None
         self._started = False
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
@@ -149,13 +148,10 @@ class NvmlCollector(Collector):
         if not self._handles:
             self.stop()
             raise Unavailable("NVML found no GPU")
-        self._ctx = ctx
-        if ctx.container_pid <= 0:
-            self._drop(
-                _APP_MEMORY,
-                "the runner cannot see the app's host PIDs (run it with --pid host), so the app's GPU memory "
-                "is not measured",
-            )
+        self._app = AppProcesses(ctx)
+        why = AppProcesses.unavailable(ctx)
+        if why is not None:
+            self._drop(_APP_MEMORY, f"{why}, so the app's GPU memory is not measured")
 
     def sample(self, ts_ns: int) -> Optional[Mapping[str, float]]:
         nv = self._nv
@@ -211,24 +207,10 @@ class NvmlCollector(Collector):
                 any_list = True
                 for p in processes:
                     mem = p.usedGpuMemory  # None where the driver cannot tell (WDDM, some MIG setups)
-                    if mem is not None and self._is_app_pid(int(p.pid)):
+                    if mem is not None and self._app is not None and int(p.pid) in self._app:
                         used[int(p.pid)] = max(used.get(int(p.pid), 0), int(mem))
             total += sum(used.values())
         if not any_list:
             self._drop(_APP_MEMORY, "NVML lists the processes of no GPU here")
             return None
         return float(total)
-
-    def _is_app_pid(self, pid: int) -> bool:
-        known = self._app_pids.get(pid)
-        if known is not None:
-            return known
-        ctx = self._ctx
-        found = False
-        if ctx is not None and ctx.container_id:
-            try:
-                found = ctx.container_id in (ctx.proc / str(pid) / "cgroup").read_text()
-            except OSError:
-                return False  # gone, or not visible: ask again next time rather than remember a guess
-        self._app_pids[pid] = found
-        return found

@@ -1,9 +1,17 @@
-"""``tegrastats``: a Jetson's RAM, swap, per-core CPU, EMC, GPU, engines, temperatures and power rails.
+"""``tegrastats``: a Jetson's RAM, swap, per-core CPU, EMC, GPU, engines, temperatures and power rails, and the
+memory the app's processes hold through nvmap (the app's GPU memory on a Jetson).
 
 Runs the device's own ``tegrastats`` (the host binary, mounted into the profiler container; path from the constructor
 or ``WAAP_TEGRASTATS``) at the sampling interval and pushes one sample per line it prints, parsed by
 ``profiler.tegrastats``. A tegrastats that exits is recorded in the status and restarted once; a second exit ends
 the collector as failed, since a binary that keeps dying would otherwise be restarted for the whole run.
+
+App GPU memory: the Jetson's GPU has no memory of its own; its buffers (and the camera's, the codecs') are allocated
+by the kernel's nvmap, whose debugfs table lists them per process by host PID (``profiler.nvmap``; path from the
+constructor or ``WAAP_NVMAP_CLIENTS``). ``sample()``, asked at every tick, reads that table and sums the lines of the
+app container's processes, found as the NVML collector finds them (``AppProcesses``). When the table cannot be read
+(not root, debugfs not mounted in the profiler container, not an nvmap kernel) or the runner cannot see host PIDs, the
+metric is left out and the reason said once in the status; tegrastats' own metrics go on.
 """
 
 from __future__ import annotations
@@ -14,12 +22,15 @@ import threading
 import time
 from typing import IO, Callable, List, Mapping, Optional, Tuple
 
+from ..nvmap import ENV_CLIENTS, HEADER, clients_path, read_clients
 from ..tegrastats import parse_fields
+from .apppids import AppProcesses
 from .base import Collector, MetricInfo, RunContext, Sample, SampleSink, Unavailable
 
 __all__ = ["CATALOG", "DEFAULT_BINARY", "TegrastatsCollector"]
 
 DEFAULT_BINARY = "/usr/bin/tegrastats"
+APP_NVMAP = "jetson.app.nvmap_used_bytes"
 
 CATALOG: Tuple[MetricInfo, ...] = (
     MetricInfo("jetson.ram.used_bytes", "bytes", "gauge", "memory in use (RAM used/total, printed in MiB)"),
@@ -65,15 +76,33 @@ CATALOG: Tuple[MetricInfo, ...] = (
     MetricInfo(
         "jetson.power.<rail>.average_milliwatts", "mW", "gauge", "tegrastats' running average power on the rail"
     ),
+    MetricInfo(
+        APP_NVMAP,
+        "bytes",
+        "gauge",
+        "the app's GPU memory on a Jetson: memory the app container's processes hold through nvmap, the kernel "
+        "allocator of the GPU's buffers (CUDA allocations on Jetsons with the nvgpu driver) and also of camera, "
+        "codec and display buffers, from the IOVMM heap's table in debugfs (/sys/kernel/debug/nvmap/iovmm/clients, "
+        "root only, or WAAP_NVMAP_CLIENTS), read at every tick: the sum of the lines whose host PID's "
+        "/proc/<pid>/cgroup names the container. A buffer shared with another process counts in part (kernels "
+        "that divide it by its share count) or in full (older kernels); whole KiB. Not counted: carveout heaps, "
+        "the app's ordinary CPU memory (container.memory.*), and GPU memory that does not go through nvmap (on "
+        "Thor's nvidia.ko driver CUDA memory reportedly does not). Whether container.memory.* also counts these "
+        "pages depends on the kernel (nvmap charges them to the memory cgroup only in recent releases): do not add "
+        "the two. Absent, with the reason in the status, when the table cannot be read (not root, debugfs not "
+        "mounted in the profiler container, not an nvmap kernel) or the runner cannot see host PIDs (--pid host)",
+    ),
 )
 
 
 class TegrastatsCollector(Collector):
-    """Pushing collector: a thread reads tegrastats' lines and hands each parsed line to the sink.
+    """Pushing collector: a thread reads tegrastats' lines and hands each parsed line to the sink. Polled too:
+    ``sample()`` answers the app's nvmap memory at every tick (None when that is left out).
 
     Counters in ``status``: ``lines`` read, ``unparsed_fields`` (fields no pattern recognised), ``unparsed_lines``
     (lines with no metric at all, e.g. an error message), ``cut_lines`` (a last line without its newline, left out
-    since its last field may be cut), ``exits`` and ``restarts``."""
+    since its last field may be cut), ``exits`` and ``restarts``; ``nvmap_unknown_lines`` once the nvmap table had
+    a line the parser does not know."""
 
     name = "tegrastats"
     catalog = CATALOG
@@ -87,9 +116,11 @@ class TegrastatsCollector(Collector):
         clock_ns: Callable[[], int] = time.time_ns,
         max_restarts: int = 1,
         stop_timeout_s: float = 2.0,
+        nvmap_clients: Optional[str] = None,
     ) -> None:
         super().__init__()
         self.binary = binary if binary is not None else os.environ.get("WAAP_TEGRASTATS", DEFAULT_BINARY)
+        self.nvmap_clients = clients_path(nvmap_clients)
         self.interval_ms = interval_ms  # None: the run's sampling interval
         self.clock_ns = clock_ns
         self.max_restarts = max_restarts
@@ -99,6 +130,8 @@ class TegrastatsCollector(Collector):
         self._thread: Optional[threading.Thread] = None
         self._stopping = False
         self._notes: List[str] = []
+        self._notes_lock = threading.Lock()  # notes come from the reader thread and from sample()
+        self._app: Optional[AppProcesses] = None  # None: the app's nvmap memory is left out
         for counter in ("lines", "unparsed_fields", "unparsed_lines", "cut_lines", "exits", "restarts"):
             self.status.counters[counter] = 0
 
@@ -117,9 +150,21 @@ class TegrastatsCollector(Collector):
         self._proc = self._launch()
         self._thread = threading.Thread(target=self._run, args=(sink,), name="waap-tegrastats", daemon=True)
         self._thread.start()
+        why = AppProcesses.unavailable(ctx)
+        if why is not None:
+            self._note(f"{APP_NVMAP}: {why}, so the app's GPU memory is not measured")
+            return
+        self._app = AppProcesses(ctx)
+        if self._app_nvmap() is None:
+            return  # said why
+        self._note(f"{APP_NVMAP}: from {self.nvmap_clients}")
 
     def sample(self, ts_ns: int) -> Optional[Mapping[str, float]]:
-        return None  # pushing collector: samples go to the sink from the reader thread
+        """The app's nvmap memory; tegrastats' own lines go to the sink from the reader thread."""
+        if self._app is None:
+            return None
+        value = self._app_nvmap()
+        return None if value is None else {APP_NVMAP: value}
 
     def stop(self) -> None:
         with self._lock:
@@ -208,8 +253,47 @@ class TegrastatsCollector(Collector):
             return self._proc
 
     def _note(self, text: str) -> None:
-        self._notes.append(text)
-        self.status.reason = "; ".join(self._notes)
+        with self._notes_lock:
+            self._notes.append(text)
+            self.status.reason = "; ".join(self._notes)
+
+    # -- the app's nvmap memory --------------------------------------------------------------------------------
+
+    def _app_nvmap(self) -> Optional[float]:
+        """Bytes the app's processes hold through nvmap, or None after leaving the metric out (said once)."""
+        app = self._app
+        if app is None:
+            return None
+        path = self.nvmap_clients
+        try:
+            table = read_clients(path)
+        except OSError as e:
+            self._leave_out_nvmap(_unreadable(path, e))
+            return None
+        if not table.header:
+            self._leave_out_nvmap(
+                f"{path} is not an nvmap clients table (no '{' '.join(HEADER)}' line); another path: {ENV_CLIENTS}"
+            )
+            return None
+        if table.unknown:
+            counters = self.status.counters
+            counters["nvmap_unknown_lines"] = counters.get("nvmap_unknown_lines", 0) + len(table.unknown)
+        return float(sum(size for pid, size in table.by_pid.items() if pid in app))
+
+    def _leave_out_nvmap(self, why: str) -> None:
+        self._app = None
+        self._note(f"{APP_NVMAP}: {why}, so the app's GPU memory is not measured")
+
+
+def _unreadable(path: str, e: OSError) -> str:
+    if isinstance(e, FileNotFoundError):
+        return (
+            f"no {path}: debugfs is not mounted there (mount the host's /sys/kernel/debug into the profiler "
+            f"container) or this kernel has no nvmap table (another path: {ENV_CLIENTS})"
+        )
+    if isinstance(e, PermissionError):
+        return f"cannot read {path}: debugfs is readable by root only (run the profiler as root)"
+    return f"cannot read {path}: {e.strerror or e}"
 
 
 def _end(proc: subprocess.Popen[str], timeout_s: float) -> None:
