@@ -18,7 +18,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Any, Dict, List
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -28,12 +28,14 @@ from profiler.tegrastats import parse_fields  # noqa: E402
 DATA = ROOT / "tests" / "data" / "tegrastats"
 
 
-def _stats(ns: List[int]) -> Dict[str, float]:
+def spread(ns: List[int], unit: str = "us") -> Dict[str, float]:
+    """Median, p95 and max of call times in nanoseconds, in ``unit`` (``us`` or ``ms``), and the number of calls."""
+    scale = {"us": 1e3, "ms": 1e6}[unit]
     ordered = sorted(ns)
     return {
-        "median_us": statistics.median(ordered) / 1000,
-        "p95_us": ordered[int(0.95 * (len(ordered) - 1))] / 1000,
-        "max_us": ordered[-1] / 1000,
+        f"median_{unit}": statistics.median(ordered) / scale,
+        f"p95_{unit}": ordered[int(0.95 * (len(ordered) - 1))] / scale,
+        f"max_{unit}": ordered[-1] / scale,
         "calls": len(ordered),
     }
 
@@ -61,11 +63,11 @@ def main() -> int:
             per_line.setdefault(name, []).append(clock() - t0)
 
     every = [ns for values in per_line.values() for ns in values]
-    results = {
+    results: Dict[str, Any] = {
         "python": platform.python_version(),
         "machine": platform.machine(),
-        "lines": {name: _stats(ns) for name, ns in per_line.items()},
-        "all": _stats(every),
+        "lines": {name: spread(ns) for name, ns in per_line.items()},
+        "all": spread(every),
         "target_us": 50,
     }
     if args.json:

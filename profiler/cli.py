@@ -29,7 +29,7 @@ from .profile import Profile
 from .reaper import Reaped, reap
 from .runner import Observer, RunInfo, Runner, RunResult, SessionResult
 from .spec import load_profile, profile_from_args
-from .summary import SUMMARY, format_table
+from .summary import SUMMARY, format_highlights, format_table
 
 __all__ = ["main"]
 
@@ -221,6 +221,8 @@ def _tool_lines(entry: Dict[str, Any]) -> List[str]:
         lines.append(f"  {entry['error']}")
     lines += [f"  {report}: {error}" for report, error in (entry.get("report_errors") or {}).items()]
     lines += [f"  {message}" for message in entry.get("messages") or []]
+    highlights = format_highlights(entry.get("highlights") or [])
+    lines += [f"  {line}" for line in highlights.splitlines()]
     return lines
 
 

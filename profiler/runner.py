@@ -422,7 +422,8 @@ class Runner:
             run_dir.event("output_sanitized", removed=removed)
         tool_entries = [tool().to_json()] if tool is not None else []
         if tool_entries and summary:
-            summary["tools"] = [{k: e[k] for k in ("name", "status", "files", "truncated")} for e in tool_entries]
+            summary["tools"] = [{k: e[k] for k in ("name", "status", "files", "truncated", "highlights")}
+                                for e in tool_entries]
             with contextlib.suppress(RunDirError):
                 write_json_atomic(run_dir.path / SUMMARY, summary)
         if outcome is None:

@@ -30,6 +30,7 @@ __all__ = [
     "Summarizer",
     "default_catalog",
     "default_keys",
+    "format_highlights",
     "format_table",
     "kind_of",
     "metric_key",
@@ -310,6 +311,27 @@ def format_table(summary: Mapping[str, Any], keys: Optional[Sequence[str]] = Non
         rest = [cell.rjust(width) for cell, width in zip(row[1:], widths[1:])]
         lines.append("  ".join([first, *rest]).rstrip())
     return "\n".join(lines)
+
+
+def format_highlights(highlights: Iterable[Mapping[str, Any]], max_name: int = 60) -> str:
+    """A profiling tool's highlights (``profiler.tools.highlights``) as text: per table, its top rows by time."""
+    lines: List[str] = []
+    for block in highlights:
+        rows = [r for r in block.get("rows") or [] if isinstance(r, Mapping)]
+        if not rows:
+            continue
+        lines.append(f"{block.get('table', '?')}, by {block.get('ranked_by', 'time')}:")
+        cells = [(_human(r.get("percent"), "percent"), _human(r.get("seconds"), "seconds"),
+                  "" if r.get("calls") is None else f"{r['calls']}x", _short(str(r.get("name", "")), max_name))
+                 for r in rows]
+        widths = [max(len(c[i]) for c in cells) for i in range(3)]
+        lines += ["  " + "  ".join([c[0].rjust(widths[0]), c[1].rjust(widths[1]), c[2].rjust(widths[2]), c[3]])
+                  for c in cells]
+    return "\n".join(lines)
+
+
+def _short(text: str, most: int) -> str:
+    return text if len(text) <= most else text[: most - 1] + "…"
 
 
 def _human(value: Any, unit: str) -> str:

@@ -20,6 +20,8 @@ from profiler.runner import Runner, RunResult
 BASE_IMAGE = os.environ.get("WAAP_BASE_IMAGE", "waap-base:bookworm")
 PROFILER_IMAGE = os.environ.get("WAAP_PROFILER_IMAGE", "waap-profiler:latest")
 DEMO_IMAGE = os.environ.get("WAAP_DEMO_IMAGE", "waap-demo-objcounter:latest")
+# the demo with NVIDIA's real nsys and nvprof: built by `scripts/build-images.sh nvidia` (scripts/test.sh does)
+NVIDIA_IMAGE = os.environ.get("WAAP_NVIDIA_IMAGE", "waap-test-nvidia:latest")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -71,6 +73,12 @@ def profiler_image(docker_client: docker.DockerClient) -> str:
 @pytest.fixture(scope="session")
 def demo_image(docker_client: docker.DockerClient) -> str:
     return _require_image(docker_client, DEMO_IMAGE)
+
+
+@pytest.fixture(scope="session")
+def nvidia_image(docker_client: docker.DockerClient) -> str:
+    return _require_image(docker_client, NVIDIA_IMAGE,
+                          skip_unless="build it with scripts/build-images.sh nvidia (scripts/test.sh does)")
 
 
 @pytest.fixture

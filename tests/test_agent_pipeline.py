@@ -183,3 +183,19 @@ def test_invalid_parameters_stop_at_the_plan(agent: Agent, demo_image: str, para
     assert isinstance(plan, subprocess.CompletedProcess) and plan.returncode == 2, _out(plan)
     assert message in plan.stderr and len(plan.stderr.strip().splitlines()) == 1
     assert "run" not in out and not agent.results.exists() and not agent.pwned.exists()
+
+
+def test_a_profile_with_tools_runs_the_app_under_nsys_from_the_agent(agent: Agent, nvidia_image: str) -> None:
+    # the runner is in the profiler container: `nsys stats` runs in a sibling container that must find the run's
+    # output folder by its host path (the workspace's), as the app container did
+    profile = (f"image: {nvidia_image}\n"
+               "targets: [{name: nsys, args: '-interval 0 --frames 5', timeout: 120}]\n"
+               "metrics: [system, container, custom]\n"
+               "tools: [nsys]\n")
+    out = agent.build({"profile": profile, "app_args": "", "timeout": "300"})
+    assert out["plan"].returncode == 0, _out(out["plan"])  # type: ignore[attr-defined]
+    assert out["run"].returncode == 0, _out(out["run"])  # type: ignore[attr-defined]
+    (run_dir,) = agent.run_dirs()
+    [entry] = read_manifest(run_dir)["tools"]
+    assert entry["status"] == "ok" and "tools/nsys/osrt_sum.json" in entry["files"], entry
+    assert json.loads((run_dir / "tools/nsys/osrt_sum.json").read_text())["rows"]

@@ -8,7 +8,6 @@ the post-processing of what the real tools wrote."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,18 +19,11 @@ import pytest
 from profiler.profile import Profile, Target
 from profiler.runner import RunResult
 
-from .conftest import _require_image, run_one
+from .conftest import run_one
 
-NVIDIA_IMAGE = os.environ.get("WAAP_NVIDIA_IMAGE", "waap-test-nvidia:latest")
 METRICS = ("system", "container", "custom")
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
-
-
-@pytest.fixture(scope="session")
-def nvidia_image(docker_client: docker.DockerClient) -> str:
-    return _require_image(docker_client, NVIDIA_IMAGE,
-                          skip_unless="build it with scripts/build-images.sh nvidia (scripts/test.sh does)")
 
 
 def _run(client: docker.DockerClient, results: Path, image: str, tool: str, args: Tuple[str, ...],
@@ -75,6 +67,11 @@ def test_nsys_profiles_the_app_to_its_timeout_and_its_reports_are_parsed(
     assert osrt["report"] == "osrt_sum" and osrt["rows"], osrt
     assert all(isinstance(row["Num Calls"], int) and row["Num Calls"] > 0 for row in osrt["rows"])
     assert {"Name", "Total Time (ns)"} <= set(osrt["columns"])
+    # where the time went, in the manifest and the summary: the top OS runtime calls
+    [block] = [b for b in entry["highlights"] if b["table"] == "osrt_sum"]
+    assert block["rows"] and block["rows"][0]["seconds"] > 0 and block["rows"][0]["calls"] > 0
+    summary_tools = json.loads((run.info.path / "summary.json").read_text())["tools"]
+    assert summary_tools[0]["highlights"] == entry["highlights"]
     # without a GPU the CUDA reports have nothing in them: named as empty, not failures
     assert "cuda_gpu_kern_sum" in entry["empty"], entry
     # the app's own metrics still came through the metrics socket under the tool
@@ -126,3 +123,4 @@ def test_waap_run_prints_what_the_tool_left(nvidia_image: str, results: Path) ->
     assert p.returncode == 0, p.stdout + p.stderr
     line = next(line for line in p.stdout.splitlines() if "tool nsys:" in line)
     assert "tool nsys: ok" in line and "in tools/nsys/" in line and "with no data of their kind" in line, line
+    assert "osrt_sum, by total time:" in p.stdout

@@ -170,12 +170,13 @@ def test_tau_end_to_end(docker_client: docker.DockerClient, tools_image: str, re
     [entry] = manifest["tools"]
     assert entry["status"] == "ok", entry
     assert entry["files"] == ["tools/tau/profile.json"] and entry["dumps"] == ["output/tools/tau/profile.0.0.0"]
+    assert entry["highlights"][0]["table"] == "functions" and entry["highlights"][0]["rows"], entry
     parsed = json.loads((run.info.path / "tools/tau/profile.json").read_text())
     assert "2.24.1-git" in json.dumps(parsed)  # the recorded dump's TAU version, through the parser
     assert "app: done" in (run.info.path / "app.log").read_text()
     summary = json.loads((run.info.path / "summary.json").read_text())
     assert summary["tools"] == [{"name": "tau", "status": "ok", "files": ["tools/tau/profile.json"],
-                                 "truncated": False}]
+                                 "truncated": False, "highlights": entry["highlights"]}]
 
 
 @pytest.mark.docker

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Set
 
 from ..rundir import write_json_atomic
+from .highlights import tool_highlights
 
 __all__ = ["MAX_DUMP_BYTES", "MAX_MESSAGES", "TOOLS_DIR", "ToolReport", "postprocess_tool"]
 
@@ -57,6 +58,8 @@ class ToolReport:
     # what the tool itself said that a reader should see, one line each, prefixed with the tool's name: nvprof's
     # warnings and errors ("nvprof: Warning: unable to locate cuda driver library, GPU profiling skipped")
     messages: List[str] = dataclasses.field(default_factory=list)
+    # where the time went: the top rows of each parsed table by time (profiler.tools.highlights)
+    highlights: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
     exit_code: Optional[int] = None
     error: Optional[str] = None
 
@@ -180,8 +183,10 @@ def postprocess_tool(
     def write(stem: str, data: Any) -> None:
         json_dir.mkdir(parents=True, exist_ok=True)
         target = json_dir / f"{stem}.json"
-        write_json_atomic(target, json.loads(json.dumps(data, default=_jsonable)))
+        plain = json.loads(json.dumps(data, default=_jsonable))
+        write_json_atomic(target, plain)
         report.files.append(os.path.relpath(target, run_path))
+        report.highlights.extend(tool_highlights(tool, stem, plain))
 
     try:
         if tool == "tau":
