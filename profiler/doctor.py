@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import glob
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Mapping, Optional, Tuple
 
 from .engine import connect, engine_address
 from .errors import DockerUnavailable
 
-__all__ = ["Finding", "check_cgroups", "check_docker", "check_nvml", "check_tau", "check_tegrastats", "diagnose"]
+__all__ = [
+    "TOOL_PLACES",
+    "Finding",
+    "check_cgroups",
+    "check_docker",
+    "check_nvml",
+    "check_profiling_tool",
+    "check_tegrastats",
+    "diagnose",
+]
 
 Which = Callable[[str], Optional[str]]
 
@@ -76,13 +87,52 @@ def check_nvml() -> Finding:
     return Finding("nvml", True, f"{count} GPU(s), driver {driver_text}")
 
 
-def check_tau(which: Which = shutil.which) -> Finding:
-    path = which("tau_exec")
-    if path:
-        return Finding("tau", True, f"tau_exec at {path}")
-    return Finding("tau", False, "tau_exec not on PATH here",
-                   "TAU is not packaged for PyPI or Debian: build it into the app image or mount a toolbox folder")
+# tool -> (its program, where installers put it besides PATH: JetPack/NVIDIA's packages, the CUDA toolkit)
+TOOL_PLACES: Mapping[str, Tuple[str, Tuple[str, ...]]] = {
+    "tau": ("tau_exec", ()),
+    "nvprof": ("nvprof", ("/usr/local/cuda/bin/nvprof", "/usr/local/cuda-*/bin/nvprof")),
+    "nsys": ("nsys", ("/opt/nvidia/nsight-systems/*/bin/nsys", "/opt/nvidia/nsight-systems-cli/*/bin/nsys",
+                      "/usr/local/cuda/bin/nsys")),
+}
+_TOOL_HINTS = {
+    "tau": "TAU is not packaged for PyPI or Debian: build it from source (tau_exec, and tau_python for Python apps)",
+    "nvprof": "nvprof comes with JetPack 4's CUDA toolkit (/usr/local/cuda/bin); GPUs of compute capability 8.0 "
+              "and later need nsys",
+    "nsys": "nsys comes with JetPack 5 (/opt/nvidia/nsight-systems) and NVIDIA's CUDA packages",
+}
+
+
+def check_profiling_tool(
+    tool: str,
+    which: Which = shutil.which,
+    env: Optional[Mapping[str, str]] = None,
+    places: Optional[Tuple[str, ...]] = None,
+) -> Finding:
+    """Whether ``tool`` (tau, nvprof, nsys) can reach the app containers: the app image must hold it, or the toolbox
+    folder (``WAAP_TOOLBOX``) mounted into them. A copy on this machine's PATH or in its usual place is reported
+    with how to lend it to the apps as a toolbox."""
+    from .tools.wrap import TOOLBOX_ENV
+
+    binary, default_places = TOOL_PLACES[tool]
+    env = os.environ if env is None else env
+    toolbox = env.get(TOOLBOX_ENV)
+    if toolbox:
+        for folder in (Path(toolbox) / "bin", Path(toolbox)):
+            if os.access(folder / binary, os.X_OK) and (folder / binary).is_file():
+                return Finding(tool, True, f"{binary} in the toolbox {TOOLBOX_ENV}={toolbox} (lent to every app)")
+    found = which(binary) or next(
+        (hit for pattern in (default_places if places is None else places) for hit in sorted(glob.glob(pattern))
+         if os.access(hit, os.X_OK)), None)
+    in_toolbox = f" and not in the toolbox {TOOLBOX_ENV}={toolbox}" if toolbox else ""
+    if found:
+        home = Path(found).parent.parent if Path(found).parent.name == "bin" else Path(found).parent
+        return Finding(tool, True, f"{binary} at {found} on this machine{in_toolbox}: an app can use it only if its "
+                                   f"image has it too, or with {TOOLBOX_ENV}={home} (docs/tools.md)")
+    return Finding(tool, False, f"{binary} not found here{in_toolbox}",
+                   f"{_TOOL_HINTS[tool]}; the app image must hold it, or a toolbox folder ({TOOLBOX_ENV}, "
+                   f"docs/tools.md)")
 
 
 def diagnose(base_url: Optional[str] = None) -> List[Finding]:
-    return [check_docker(base_url), check_cgroups(), check_tegrastats(), check_nvml(), check_tau()]
+    return [check_docker(base_url), check_cgroups(), check_tegrastats(), check_nvml(),
+            *(check_profiling_tool(tool) for tool in TOOL_PLACES)]

@@ -168,7 +168,7 @@ def test_doctor_reports_docker_and_hints(docker_client):
     assert "[ok ] docker" in p.stdout
     assert "tegrastats" in p.stdout and "fix:" in p.stdout
     names = {m.group(1) for m in re.finditer(r"^\[(?:ok |ERR| - )\] (\S+)", p.stdout, re.M)}
-    assert names == {"docker", "cgroups", "tegrastats", "nvml", "tau"}
+    assert names == {"docker", "cgroups", "tegrastats", "nvml", "tau", "nvprof", "nsys"}
 
 
 def test_doctor_without_docker_fails(tmp_path):
