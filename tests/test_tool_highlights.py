@@ -1,6 +1,6 @@
-"""Highlights (where the time went) from the parsers' output on recorded real dumps: TAU's profile.N.C.T and nvprof's
-CSV (../shared/fixtures), nsys stats CSVs from a GPU (../shared/fixtures) and from the real nsys 2022.4 on the demo
-(tests/data/nvidia-real), and their text form."""
+"""Highlights (where the time went) from the parsers' output on recorded real dumps: TAU's profile.N.C.T, nvprof's
+CSV and an nsys stats CSV from a GPU (tests/data/tools, copies of ../shared/fixtures), the real nsys 2022.4 on the
+demo (tests/data/nvidia-real), and their text form."""
 
 from __future__ import annotations
 
@@ -18,21 +18,14 @@ from profiler.tools.tau_profile import parse_tau_dir
 
 from .conftest import REPO_ROOT
 
-FIXTURES = REPO_ROOT.parent / "shared" / "fixtures"
-TAU_FILE = FIXTURES / "tau" / "matmult-mpi-pthread.profile.0.0.0"
-NVPROF_CSV = FIXTURES / "nvidia-profilers" / "nvprof-api-summary.csv"
-NSYS_KERNELS = FIXTURES / "nvidia-profilers" / "nsys-cuda_gpu_kern_sum.csv"
+DATA = REPO_ROOT / "tests" / "data" / "tools"
+TAU_FILE = DATA / "matmult-mpi-pthread.profile.0.0.0"
+NVPROF_CSV = DATA / "nvprof-api-summary.csv"
+NSYS_KERNELS = DATA / "nsys-cuda_gpu_kern_sum.csv"
 NSYS_OSRT = REPO_ROOT / "tests" / "data" / "nvidia-real" / "nsys-2022.4.2-demo" / "stats_osrtsum.csv"
 
 
-def _need(*paths: Path) -> None:
-    for path in paths:
-        if not path.exists():
-            pytest.skip(f"recorded fixture {path} is not here")
-
-
 def _tau(tmp_path: Path, copies: int) -> Dict[str, Any]:
-    _need(TAU_FILE)
     for thread in range(copies):
         shutil.copy(TAU_FILE, tmp_path / f"profile.0.0.{thread}")
     return parse_tau_dir(tmp_path)
@@ -66,7 +59,6 @@ def test_tau_sums_each_function_over_every_thread(tmp_path: Path) -> None:
 
 
 def test_nvprof_times_are_converted_from_the_unit_row_and_grouped_by_type() -> None:
-    _need(NVPROF_CSV)
     parsed = parse_nvprof_csv(NVPROF_CSV)
     blocks = tool_highlights("nvprof", "summary", parsed)
     assert [b["table"] for b in blocks] == list(dict.fromkeys(str(r["Type"]) for r in parsed["rows"]))
@@ -83,7 +75,6 @@ def test_nvprof_times_are_converted_from_the_unit_row_and_grouped_by_type() -> N
     (NSYS_OSRT, "osrtsum", "Num Calls"),
 ])
 def test_nsys_reports_rank_by_total_time(path: Path, report: str, calls_column: str) -> None:
-    _need(path)
     parsed = parse_nsys_csv(path, report)
     [block] = tool_highlights("nsys", parsed["report"], parsed)
     assert block["table"] == parsed["report"] and block["ranked_by"] == "total time"
@@ -95,7 +86,6 @@ def test_nsys_reports_rank_by_total_time(path: Path, report: str, calls_column: 
 
 
 def test_the_real_nsys_osrt_report_puts_read_first() -> None:
-    _need(NSYS_OSRT)
     [block] = tool_highlights("nsys", "osrt_sum", parse_nsys_csv(NSYS_OSRT, "osrtsum"))
     assert block["rows"][0] == {"name": "read", "seconds": 0.002280823, "percent": 78.4, "calls": 46}
 
@@ -118,7 +108,6 @@ def test_a_report_without_a_time_column_gives_none() -> None:
 
 
 def test_the_text_form_lists_each_table_with_share_time_calls_and_name() -> None:
-    _need(NSYS_OSRT)
     blocks: List[Dict[str, Any]] = tool_highlights("nsys", "osrt_sum", parse_nsys_csv(NSYS_OSRT, "osrtsum"))
     text = format_highlights(blocks).splitlines()
     assert text[0] == "osrt_sum, by total time:"
