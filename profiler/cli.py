@@ -85,7 +85,8 @@ class ConsoleObserver(Observer):
         if self.live is not None:
             self.live.begin_run(run.run_id)
         args = " ".join(run.target.args) or "(image default)"
-        self._print(f"[{run.run_number}/{run.runs_total}] {run.path.name}: args {args}")
+        under = f", under {run.tool}" if run.tool else ""
+        self._print(f"[{run.run_number}/{run.runs_total}] {run.path.name}: args {args}{under}")
         self._last_line = time.monotonic()
 
     def tick(self, run: RunInfo, elapsed_s: float) -> None:
@@ -120,7 +121,8 @@ def _add_run_parser(sub: Any) -> None:
     p.add_argument("--grace", help="seconds between SIGINT and SIGTERM at the timeout")
     p.add_argument("--memory", help="memory limit of the app container, e.g. 512m")
     p.add_argument("--cpus", help="CPU limit of the app container, e.g. 1.5")
-    p.add_argument("--tools", help="run the app under a profiling tool found in its image: tau, nvprof or nsys")
+    p.add_argument("--tools", help="run the app under profiling tools found in its image, one run each: tau, nvprof, "
+                   "nsys (comma-separated; see docs/tools.md)")
     p.add_argument("--output", "-o", type=Path, default=Path("results"), help="results folder (default: ./results)")
     p.add_argument("--pull", choices=PULL_POLICIES, default="missing", help="when to pull the image")
     p.add_argument("--quiet", "-q", action="store_true", help="no live progress")
@@ -267,7 +269,9 @@ def _cmd_agent(ns: argparse.Namespace, out: TextIO) -> int:
     if ns.plan is not None:
         budget = build_budget_s(profile, no_timeout_s=ns.no_timeout_budget)
         ns.plan.write_text(f"{budget}\n")
-        out.write(f"plan: {profile.image}, {len(profile.targets)} target(s) x {profile.repeat}, budget {budget} s\n")
+        tools = f" under {', '.join(profile.tools)}" if profile.tools else ""
+        out.write(f"plan: {profile.image}, {len(profile.targets)} target(s) x {profile.repeat}{tools}, "
+                  f"budget {budget} s\n")
         return EXIT_OK
     session, interrupted = _profile_session(profile, ns, out)
     if interrupted and not session.runs:

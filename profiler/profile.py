@@ -82,7 +82,17 @@ class Profile:
     params: Mapping[str, ParamValue] = field(default_factory=dict)  # knobs common to every target
     required: Tuple[str, ...] = ()  # collectors whose failure fails the run (others are recorded and skipped)
     docker: DockerOptions = field(default_factory=DockerOptions)
-    tools: Tuple[str, ...] = ()  # profiling tools the app runs under (profiler.tools.wrap): at most one
+    # profiling tools (profiler.tools.wrap): each target runs under each of them in turn, one tool per run
+    tools: Tuple[str, ...] = ()
+
+    @property
+    def tool_passes(self) -> Tuple[Optional[str], ...]:
+        """The tool of each run of a target within one repetition: every listed tool in turn, or no tool."""
+        return tuple(self.tools) if self.tools else (None,)
+
+    @property
+    def runs_per_target(self) -> int:
+        return self.repeat * len(self.tool_passes)
 
     def target_env(self, target: Target) -> dict[str, str]:
         """The environment a target runs with: the profile's, overridden by the target's."""

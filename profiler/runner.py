@@ -77,6 +77,7 @@ class RunInfo:
     repeat_index: int  # 1-based
     runs_total: int
     run_number: int  # 1-based position in the session
+    tool: Optional[str] = None  # the profiling tool this run is under (profile.tools, one per run)
 
 
 @dataclass(frozen=True)
@@ -183,15 +184,17 @@ class Runner:
             self._write_session(result, profile, finished=True, error=str(e))
             raise
         device = device_facts(self.client)
-        total = len(profile.targets) * profile.repeat
+        total = len(profile.targets) * profile.runs_per_target
         number = 0
         slugs = _unique_slugs([t.name or f"target{i}" for i, t in enumerate(profile.targets, 1)])
+        # each target under each tool in turn (one tool per run); the tool is in the run's name when there are several
+        passes = [(tool, f"-{tool}" if len(profile.tools) > 1 else "") for tool in profile.tool_passes]
         for t_index, target in enumerate(profile.targets, 1):
-            for rep in range(1, profile.repeat + 1):
+            for (tool, tag), rep in ((p, r) for p in passes for r in range(1, profile.repeat + 1)):
                 if self._should_stop():
                     break
                 number += 1
-                name = f"{slugs[t_index - 1]}-r{rep}"
+                name = f"{slugs[t_index - 1]}{tag}-r{rep}"
                 info = RunInfo(
                     run_id=f"{session_id}.{name}",
                     path=session_path / name,
@@ -200,6 +203,7 @@ class Runner:
                     repeat_index=rep,
                     runs_total=total,
                     run_number=number,
+                    tool=tool,
                 )
                 run = self._run_one(profile, info, result.image, device, container_name=f"waap-{session_id}-{name}")
                 result.runs.append(run)
@@ -217,9 +221,10 @@ class Runner:
             raise ToolError(f"cannot read the command of the image {profile.image}: {e}") from e
         binaries = []
         for target in profile.targets:
-            plan = plan_tool_run(*self._image_command, target.args, profile.tools)
-            if plan is not None and plan.binary not in binaries:
-                binaries.append(plan.binary)
+            for tool in profile.tools:
+                plan = plan_tool_run(*self._image_command, target.args, (tool,))
+                if plan is not None and plan.binary not in binaries:
+                    binaries.append(plan.binary)
         env = {"PATH": toolbox_path(image.env)} if self.toolbox else None
         toolbox_host = self.path_mapper.to_host(Path(self.toolbox)) if self.toolbox else None
         for binary in binaries:
@@ -236,7 +241,7 @@ class Runner:
                 "session_id": result.session_id,
                 "profile_source": profile.source,
                 "image": profile.image,
-                "runs_planned": len(profile.targets) * profile.repeat,
+                "runs_planned": len(profile.targets) * profile.runs_per_target,
                 "runs": [
                     {"run_id": r.info.run_id, "dir": r.info.path.name, "status": r.status, "stop_reason": r.stop_reason}
                     for r in result.runs
@@ -277,7 +282,7 @@ class Runner:
         additions = measurement.prepare()
         mounts = split_mounts(additions, self.path_mapper.to_host)
         env = app_env(env, image.env, additions.env)
-        plan = plan_tool_run(*self._image_command, target.args, profile.tools) if profile.tools else None
+        plan = plan_tool_run(*self._image_command, target.args, (info.tool,)) if info.tool else None
         toolbox_mount: Dict[str, Any] = {}
         if plan is not None:
             env.update(plan.env)

@@ -534,9 +534,19 @@ def _cli_env(value: Union[Mapping[str, str], Sequence[str]], at: _At) -> Dict[st
     return env
 
 
-def _metrics(value: Any, at: _At) -> Tuple[str, ...]:
-    """Names from KNOWN_METRICS, as a list or a comma-separated string; duplicates dropped, order kept."""
-    valid = ", ".join(KNOWN_METRICS)
+def _metrics_and_tools(value: Any, at: _At) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
+    """``metrics`` as the seeds use it: collector names, and the profiling tools whose dumps to collect (``[system,
+    nvprof]``). Returns (collectors, tools); only tools named: the default collectors."""
+    names = _metrics(value, at, tools_too=True)
+    collectors = tuple(n for n in names if n not in KNOWN_TOOLS) or DEFAULT_METRICS
+    return collectors, tuple(n for n in names if n in KNOWN_TOOLS)
+
+
+def _metrics(value: Any, at: _At, *, tools_too: bool = False) -> Tuple[str, ...]:
+    """Names from KNOWN_METRICS (and KNOWN_TOOLS with ``tools_too``), as a list or a comma-separated string;
+    duplicates dropped, order kept."""
+    known = (*KNOWN_METRICS, *KNOWN_TOOLS) if tools_too else KNOWN_METRICS
+    valid = ", ".join(KNOWN_METRICS) + (f" (or a profiling tool: {', '.join(KNOWN_TOOLS)})" if tools_too else "")
     if isinstance(value, str):
         items: List[Tuple[Any, _At]] = [(name, at) for name in re.split(r"[,\s]+", value) if name]
     elif isinstance(value, list) or (isinstance(value, Sequence) and not isinstance(value, (bytes, bytearray))):
@@ -550,8 +560,8 @@ def _metrics(value: Any, at: _At) -> Tuple[str, ...]:
         if not isinstance(item, str):
             item_at.expected(f"a metric name from: {valid}", item)
         name = item.strip()
-        if name not in KNOWN_METRICS:
-            item_at.fail(f"unknown metric {name!r}{_suggest(name, KNOWN_METRICS)}; valid metrics: {valid}")
+        if name not in known:
+            item_at.fail(f"unknown metric {name!r}{_suggest(name, known)}; valid metrics: {valid}")
         if name not in names:
             names.append(name)
     return tuple(names)
@@ -619,6 +629,14 @@ def _params(value: Any, at: _At) -> Dict[str, ParamValue]:
 
 def _required(value: Any, at: _At, metrics: Tuple[str, ...]) -> Tuple[str, ...]:
     """Collectors that must work, each also listed in ``metrics``."""
+    try:
+        listed = _metrics(value, at, tools_too=True)
+    except SpecError:
+        listed = ()  # reported below, as a list of collectors
+    tools = [name for name in listed if name in KNOWN_TOOLS]
+    if tools:
+        at.fail(f"{', '.join(tools)}: a profiling tool, not a collector; a tool that cannot run stops the session "
+                f"anyway, so required lists only collectors")
     names = _metrics(value, at)
     missing = [name for name in names if name not in metrics]
     if missing:
@@ -627,9 +645,10 @@ def _required(value: Any, at: _At, metrics: Tuple[str, ...]) -> Tuple[str, ...]:
 
 
 def _tools(value: Any, at: _At) -> Tuple[str, ...]:
-    """Profiling tools to run the app under: a list of names from ``KNOWN_TOOLS`` (a single name is accepted)."""
+    """Profiling tools to run the app under, one run each: a list of names from ``KNOWN_TOOLS`` (or a
+    comma-separated string of them)."""
     expectation = f"a list of tool names from: {', '.join(KNOWN_TOOLS)}, e.g. [tau]"
-    items = [value] if isinstance(value, str) else value
+    items = [name for name in re.split(r"[,\s]+", value) if name] if isinstance(value, str) else value
     if not isinstance(items, list):
         at.expected(expectation, value)
     names: List[str] = []
@@ -644,9 +663,12 @@ def _tools(value: Any, at: _At) -> Tuple[str, ...]:
         if item in names:
             item_at.fail(f"tool {item!r} is listed twice")
         names.append(item)
-    if len(names) > 1:
-        at.fail(f"only one tool per run is supported, got {', '.join(names)} (profile each in a profile of its own)")
     return tuple(names)
+
+
+def _merge_tools(tools: Tuple[str, ...], more: Tuple[str, ...]) -> Tuple[str, ...]:
+    """``tools`` and the tools named in ``metrics``, each once, in that order."""
+    return tuple(dict.fromkeys((*tools, *more)))
 
 
 def _target_name(value: Any, at: _At) -> str:
@@ -741,7 +763,7 @@ def _from_section(
     targets = _targets(section["targets"], at.key(section, "targets"))
 
     has, value, where = opt("metrics")
-    metrics = _metrics(value, where) if has else DEFAULT_METRICS
+    metrics, metric_tools = _metrics_and_tools(value, where) if has else (DEFAULT_METRICS, ())
     has, value, where = opt("interval")
     interval = _seconds(value, where, _INTERVAL_EXPECTED, positive=True, most=MAX_INTERVAL_S) if has else None
     has, value, where = opt("repeat")
@@ -757,7 +779,7 @@ def _from_section(
     has, value, where = opt("required")
     required = _required(value, where, metrics) if has else ()
     has, value, where = opt("tools")
-    tools = _tools(value, where) if has else ()
+    tools = _merge_tools(_tools(value, where) if has else (), metric_tools)
 
     return Profile(
         image=chosen,
@@ -905,7 +927,8 @@ def profile_from_args(
     if metrics is not None and not isinstance(metrics, str):
         # Each --metrics value may itself be a comma-separated list ("--metrics system,gpu-summary").
         metrics = [part for item in metrics for part in (item.split(",") if isinstance(item, str) else [item])]
-    names = DEFAULT_METRICS if metrics is None else _metrics(metrics, option("--metrics"))
+    names, metric_tools = (DEFAULT_METRICS, ()) if metrics is None else _metrics_and_tools(metrics,
+                                                                                           option("--metrics"))
     interval_s = (
         DEFAULT_INTERVAL_S
         if interval is None
@@ -932,5 +955,5 @@ def profile_from_args(
         grace_s=grace_s,
         limits=limits,
         source=source,
-        tools=() if not tools else _tools(tools, option("--tools")),
+        tools=_merge_tools(() if not tools else _tools(tools, option("--tools")), metric_tools),
     )

@@ -66,6 +66,15 @@ def test_the_build_budget_covers_every_run_and_a_margin():
     budget = build_budget_s(profile, no_timeout_s=1000, margin_s=100)
     assert budget >= 2 * (60 + 5 + 1000 + 5) + 100
     assert budget < 2 * (60 + 1000 + 200) + 100
+    # each target runs once under each tool: three tools, three times the runs
+    with_tools = profile_from_parameters({"profile": "image: x\nrepeat: 2\ngrace: 5\ntools: [tau, nvprof, nsys]\n"
+                                                     "targets:\n  - {timeout: 60}\n  - {timeout: 0}\n"})
+    assert build_budget_s(with_tools, no_timeout_s=1000, margin_s=100) - 100 == 3 * (budget - 100)
+
+
+def test_the_metrics_parameter_may_name_profiling_tools_as_the_seed_did():
+    profile = profile_from_parameters({"app_name": "x", "metrics": "system,nvprof"})
+    assert (profile.metrics, profile.tools) == (("system",), ("nvprof",))
 
 
 def _agent(env: dict, *args: str) -> subprocess.CompletedProcess:

@@ -765,6 +765,7 @@ def test_bad_params_and_required(text, line, field, words):
 
 def test_tools_from_the_command_line():
     assert profile_from_args(image="a", tools="tau").tools == ("tau",)
+    assert profile_from_args(image="a", tools="tau,nsys").tools == ("tau", "nsys")
     assert profile_from_args(image="a").tools == ()
     with pytest.raises(SpecError) as info:
         profile_from_args(image="a", tools="tua")

@@ -502,6 +502,66 @@ def test_nsys_aliases_match_the_real_2022_4_2_report_list() -> None:
         assert canonical_nsys_report(f"{name}:base") == expected
 
 
+# The verified renames, written out so that a change to the table is a change here too. Per old name: its new name,
+# its description in `nsys stats --help-reports` of the real nsys 2022.4.2 (checked against the recorded file below),
+# and the new name's description in NVIDIA's "Post-Collection Analysis Guide", section "Statistical Reports Shipped
+# With Nsight Systems" (https://docs.nvidia.com/nsight-systems/AnalysisGuide/index.html), copied from there. Where the
+# two descriptions differ in words, the output columns both list match (see profiler/tools/nvidia_csv.py).
+NSYS_RENAMES_VERIFIED = {
+    "apigpusum": ("cuda_api_gpu_sum", "API & GPU Summary (CUDA API + kernels + mem ops)",
+                  "CUDA Summary (API/Kernels/MemOps)"),
+    "cudaapisum": ("cuda_api_sum", "CUDA API Summary", "CUDA API Summary"),
+    "cudaapitrace": ("cuda_api_trace", "CUDA API Trace", "CUDA API Trace"),
+    "dx11pixsum": ("dx11_pix_sum", "D3D11 PIX Range Summary", "DX11 PIX Range Summary"),
+    "dx12gpumarkersum": ("dx12_gpu_marker_sum", "DX12 GPU Command List PIX Ranges Summary",
+                         "DX12 GPU Command List PIX Ranges Summary"),
+    "dx12pixsum": ("dx12_pix_sum", "D3D12 PIX Range Summary", "DX12 PIX Range Summary"),
+    "gpukernsum": ("cuda_gpu_kern_sum", "CUDA GPU Kernel Summary", "CUDA GPU Kernel Summary"),
+    "gpumemsizesum": ("cuda_gpu_mem_size_sum", "GPU Memory Operations Summary (by Size)",
+                      "CUDA GPU MemOps Summary (by Size)"),
+    "gpumemtimesum": ("cuda_gpu_mem_time_sum", "GPU Memory Operations Summary (by Time)",
+                      "CUDA GPU MemOps Summary (by Time)"),
+    "gpusum": ("cuda_gpu_sum", "GPU Summary (kernels + memory operations)", "CUDA GPU Summary (Kernels/MemOps)"),
+    "gputrace": ("cuda_gpu_trace", "CUDA GPU Trace", "CUDA GPU Trace"),
+    "kernexecsum": ("cuda_kern_exec_sum", "Summary of kernel launch and exec times",
+                    "CUDA Kernel Launch & Exec Time Summary"),
+    "kernexectrace": ("cuda_kern_exec_trace", "Kernel launch and exec time trace",
+                      "CUDA Kernel Launch & Exec Time Trace"),
+    "khrdebuggpusum": ("opengl_khr_gpu_range_sum", "OpenGL KHR_debug GPU Range Summary",
+                       "OpenGL KHR_debug GPU Range Summary"),
+    "khrdebugsum": ("opengl_khr_range_sum", "OpenGL KHR_debug Range Summary", "OpenGL KHR_debug Range Summary"),
+    "nvtxgpuproj": ("nvtx_gpu_proj_trace", "NVTX range projection", "NVTX GPU Projection Trace"),
+    "nvtxkernsum": ("nvtx_kern_sum", "NVTX Range Kernel Summary", "NVTX Range Kernel Summary"),
+    "nvtxppsum": ("nvtx_pushpop_sum", "NVTX Push/Pop Range Summary", "NVTX Push/Pop Range Summary"),
+    "nvtxpptrace": ("nvtx_pushpop_trace", "NVTX Push/Pop Range Trace", "NVTX Push/Pop Range Trace"),
+    "nvtxsesum": ("nvtx_startend_sum", "NVTX Start/End Range Summary", "NVTX Start/End Range Summary"),
+    "nvtxsum": ("nvtx_sum", "NVTX Range Summary", "NVTX Range Summary"),
+    "openaccsum": ("openacc_sum", "OpenACC Summary", "OpenACC Summary"),
+    "openmpevtsum": ("openmp_sum", "OpenMP Event Summary", "OpenMP Summary"),
+    "osrtsum": ("osrt_sum", "OS Runtime Summary", "OS Runtime Summary"),
+    "umcpupagefaults": ("um_cpu_page_faults_sum", "Unified Memory CPU Page Faults Summary",
+                        "Unified Memory CPU Page Faults Summary"),
+    "unifiedmemory": ("um_sum", "Unified Memory Analysis Summary", "Unified Memory Analysis Summary"),
+    "unifiedmemorytotals": ("um_total_sum", "Unified Memory Totals Summary", "Unified Memory Totals Summary"),
+    "vulkanapisum": ("vulkan_api_sum", "Vulkan API Summary", "Vulkan API Summary"),
+    "vulkanapitrace": ("vulkan_api_trace", "Vulkan API Trace", "Vulkan API Trace"),
+    "vulkangpumarkersum": ("vulkan_gpu_marker_sum", "Vulkan GPU Range Summary", "Vulkan GPU Range Summary"),
+    "vulkanmarkerssum": ("vulkan_marker_sum", "Vulkan Range Summary", "Vulkan Range Summary"),
+    "wddmqueuesdetails": ("wddm_queue_sum", "WDDM Queue Utilization Summary", "WDDM Queue Utilization Summary"),
+}
+
+
+def test_nsys_aliases_are_the_verified_renames() -> None:
+    verified = {old: new for old, (new, _, _) in NSYS_RENAMES_VERIFIED.items()}
+    assert verified == NSYS_REPORT_ALIASES
+    assert not NSYS_REPORTS_KEPT_AS_IS  # every 2022.4.2 report's new name is sourced
+    # the old descriptions written above are what the real nsys 2022.4.2 says
+    text = (REAL_NSYS / "nsys-stats-help-reports.txt").read_text()
+    described = {line.split()[0].split("[")[0]: line.split(" -- ", 1)[1].strip()
+                 for line in text.splitlines() if line.startswith("  ") and " -- " in line}
+    assert {old: then for old, (_, then, _) in NSYS_RENAMES_VERIFIED.items()} == described
+
+
 def test_nsys_aliases_are_one_to_one() -> None:
     new = list(NSYS_REPORT_ALIASES.values())
     assert len(set(new)) == len(new)
@@ -515,18 +575,18 @@ REAL_SKIPPED = {
     "cuda_gpu_mem_time_sum": "does not contain GPU memory data",
     "cuda_gpu_mem_size_sum": "does not contain GPU memory data",
     "openmp_sum": "does not contain OpenMP event data",
-    "khrdebugsum": "does not contain KHR Extension (KHR_DEBUG) data",
-    "khrdebuggpusum": "does not contain GPU KHR Extension (KHR_DEBUG) data",
+    "opengl_khr_range_sum": "does not contain KHR Extension (KHR_DEBUG) data",
+    "opengl_khr_gpu_range_sum": "does not contain GPU KHR Extension (KHR_DEBUG) data",
     "vulkan_marker_sum": "does not contain Vulkan Debug Extension (Vulkan Debug Util) data",
-    "vulkangpumarkersum": "does not contain GPU Vulkan Debug Extension (GPU Vulkan Debug markers) data",
-    "dx11pixsum": "does not contain DX11 CPU debug markers",
-    "dx12gpumarkersum": "does not contain DX12 GPU debug markers",
-    "dx12pixsum": "does not contain DX12 CPU debug markers",
-    "wddmqueuesdetails": "does not contain WDDM context data",
+    "vulkan_gpu_marker_sum": "does not contain GPU Vulkan Debug Extension (GPU Vulkan Debug markers) data",
+    "dx11_pix_sum": "does not contain DX11 CPU debug markers",
+    "dx12_gpu_marker_sum": "does not contain DX12 GPU debug markers",
+    "dx12_pix_sum": "does not contain DX12 CPU debug markers",
+    "wddm_queue_sum": "does not contain WDDM context data",
     "um_sum": "does not contain CUDA memory transfers data",
     "um_total_sum": "does not contain CUDA memory transfers data",
     "um_cpu_page_faults_sum": "does not contain CUDA Unified Memory CPU page faults data",
-    "openaccsum": "does not contain OpenACC event data",
+    "openacc_sum": "does not contain OpenACC event data",
 }
 
 

@@ -71,7 +71,7 @@ def test_real_nsys_stats_output_says_why(tmp_path: Path) -> None:
     assert sorted(report.empty) == REAL_EMPTY
     assert report.empty["cuda_api_sum"] == "does not contain CUDA trace data"
     assert report.empty["cuda_gpu_kern_sum"] == "does not contain CUDA kernel data"
-    assert report.empty["dx11pixsum"] == "does not contain DX11 CPU debug markers"  # kept under its old name
+    assert report.empty["dx11_pix_sum"] == "does not contain DX11 CPU debug markers"
     reasons = list(report.empty.values())
     assert all(isinstance(r, str) and r.startswith("does not contain ") for r in reasons), reasons
     assert list(report.empty) == sorted(report.empty)

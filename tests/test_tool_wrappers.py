@@ -15,7 +15,8 @@ import pytest
 
 from profiler.errors import SpecError
 from profiler.profile import Profile, Target
-from profiler.spec import parse_profile
+from profiler.runner import Runner
+from profiler.spec import parse_profile, profile_from_args
 from profiler.tools.postprocess import postprocess_tool
 from profiler.tools.wrap import (
     TOOLBOX_DIR,
@@ -108,14 +109,43 @@ def _spec(tools: str) -> Profile:
 def test_spec_tools() -> None:
     assert _spec("[tau]").tools == ("tau",)
     assert _spec("nsys").tools == ("nsys",)
+    assert _spec("[tau, nvprof, nsys]").tools == ("tau", "nvprof", "nsys")  # one run under each
     assert parse_profile("image: x/y:1\ntargets: [{args: '1'}]\n", source="p.yaml").tools == ()
+
+
+def test_tools_may_be_named_in_metrics_as_the_seeds_do() -> None:
+    p = parse_profile("image: x/y:1\ntargets: [{args: '1'}]\nmetrics: [system, nvprof]\n", source="p.yaml")
+    assert (p.metrics, p.tools) == (("system",), ("nvprof",))
+    # both places: each tool once, tools: first
+    p = parse_profile("image: x/y:1\ntargets: [{args: '1'}]\nmetrics: [nsys, container, tau]\ntools: [tau]\n",
+                      source="p.yaml")
+    assert (p.metrics, p.tools) == (("container",), ("tau", "nsys"))
+    # only a tool named: the default collectors measure the run
+    p = parse_profile("image: x/y:1\ntargets: [{args: '1'}]\nmetrics: nsys\n", source="p.yaml")
+    assert (p.metrics, p.tools) == (("system", "container", "custom"), ("nsys",))
+    p = profile_from_args(image="a", metrics="system,nsys", tools="tau")
+    assert (p.metrics, p.tools) == (("system",), ("tau", "nsys"))
+    with pytest.raises(SpecError) as info:
+        parse_profile("image: x/y:1\ntargets: [{args: '1'}]\nmetrics: [system, nsyss]\n", source="p.yaml")
+    assert "unknown metric 'nsyss' (did you mean 'nsys'?)" in str(info.value)
+    assert "or a profiling tool: tau, nvprof, nsys" in str(info.value)
+    with pytest.raises(SpecError, match="nsys: a profiling tool, not a collector"):
+        parse_profile("image: x/y:1\ntargets: [{args: '1'}]\nmetrics: [system, nsys]\nrequired: [nsys]\n",
+                      source="p.yaml")
+
+
+def test_runs_are_planned_per_target_tool_and_repeat() -> None:
+    p = parse_profile("image: x/y:1\ntargets: [{args: '1'}, {args: '2'}]\nrepeat: 2\ntools: [tau, nsys]\n",
+                      source="p.yaml")
+    assert p.tool_passes == ("tau", "nsys") and p.runs_per_target == 4
+    plain = parse_profile("image: x/y:1\ntargets: [{args: '1'}]\nrepeat: 3\n", source="p.yaml")
+    assert plain.tool_passes == (None,) and plain.runs_per_target == 3
 
 
 @pytest.mark.parametrize(
     ("tools", "message"),
     [
         ("[tua]", "p.yaml:3: tools[0]: unknown tool 'tua' (did you mean 'tau'?)"),
-        ("[nvprof, nsys]", "only one tool per run"),
         ("[tau, tau]", "listed twice"),
         ("{tau: 1}", "expected a list of tool names"),
         ("[3]", "expected a list of tool names"),
@@ -177,6 +207,24 @@ def test_tau_end_to_end(docker_client: docker.DockerClient, tools_image: str, re
     summary = json.loads((run.info.path / "summary.json").read_text())
     assert summary["tools"] == [{"name": "tau", "status": "ok", "files": ["tools/tau/profile.json"],
                                  "truncated": False, "highlights": entry["highlights"]}]
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_several_tools_give_one_run_each(docker_client: docker.DockerClient, tools_image: str, results: Path) -> None:
+    profile = Profile(image=tools_image, targets=(Target(name="t"),), metrics=("system",),
+                      tools=("tau", "nvprof", "nsys"), grace_s=10)
+    session = Runner(docker_client, output_root=results, pull_policy="never").run_session(profile)
+    assert [r.info.path.name for r in session.runs] == ["t-tau-r1", "t-nvprof-r1", "t-nsys-r1"]
+    for run, tool in zip(session.runs, ("tau", "nvprof", "nsys")):
+        manifest = json.loads((run.info.path / "manifest.json").read_text())
+        assert run.info.tool == tool and manifest["status"] == "complete"
+        [entry] = manifest["tools"]
+        assert (entry["name"], entry["status"]) == (tool, "ok"), entry
+        assert manifest["app"]["tool_command"][0] == {"tau": "tau_exec", "nvprof": "nvprof", "nsys": "nsys"}[tool]
+    planned = json.loads((session.path / "session.json").read_text())
+    assert planned["runs_planned"] == 3 and [r["dir"] for r in planned["runs"]] == ["t-tau-r1", "t-nvprof-r1",
+                                                                                    "t-nsys-r1"]
 
 
 @pytest.mark.docker

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Dict, Mapping, Optional, Tuple
 from ..errors import SpecError
 from ..profile import KNOWN_METRICS, Limits, Profile
 from ..spec import MAX_SPEC_BYTES, parse_profile, profile_from_args
+from ..tools.wrap import KNOWN_TOOLS
 
 if TYPE_CHECKING:
     from ..dockerargs import DockerPolicy
@@ -56,7 +57,8 @@ PARAMETERS: Tuple[JobParameter, ...] = (
                  "0 = none, the app ends by itself."),
     JobParameter("metrics", "string", ",".join(m for m in ("system", "container", "custom", "gpu-summary")
                                                if m in KNOWN_METRICS),
-                 f"Comma-separated collectors: {', '.join(KNOWN_METRICS)}."),
+                 f"Comma-separated collectors: {', '.join(KNOWN_METRICS)}; a profiling tool named here ("
+                 f"{', '.join(KNOWN_TOOLS)}) runs each target under it too."),
     JobParameter("interval", "string", "1", "Sampling interval in seconds."),
     JobParameter("repeat", "string", "1", "Runs per target."),
     JobParameter("profile", "text", "",
@@ -151,10 +153,11 @@ def with_docker_args(profile: Profile, text: str, policy: DockerPolicy, *, on_de
 
 
 def build_budget_s(profile: Profile, *, no_timeout_s: float, margin_s: float = 300.0) -> int:
-    """How long a build may take before Jenkins aborts it: every run's timeout plus its stop grace and start-up,
-    plus a margin for pulling the image. A target without a timeout counts as ``no_timeout_s``."""
+    """How long a build may take before Jenkins aborts it: every run's timeout plus its stop grace and start-up
+    (each target runs ``repeat`` times under each tool), plus a margin for pulling the image. A target without a
+    timeout counts as ``no_timeout_s``."""
     per_run = 0.0
     for target in profile.targets:
         timeout = target.timeout_s if target.timeout_s > 0 else no_timeout_s
         per_run += timeout + profile.grace_s + 3 + 15 + 30  # SIGTERM grace, SIGKILL wait, start-up and teardown
-    return math.ceil(per_run * profile.repeat + margin_s)
+    return math.ceil(per_run * profile.runs_per_target + margin_s)

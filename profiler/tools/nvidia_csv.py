@@ -35,15 +35,31 @@ Number = Union[int, float]
 # Sources:
 # - every OLD name (key) below was checked against the real Nsight Systems 2022.4.2's `nsys stats --help-reports`
 #   (tests/data/nvidia-real/nsys-2022.4.2-demo/nsys-stats-help-reports.txt; tests/test_tool_parsers.py keeps it so);
-# - the NEW name of gpukernsum, cuda_gpu_kern_sum, comes from ../shared/fixtures/nvidia-profilers (its README and
-#   nsys-cuda_gpu_kern_sum.csv); the other new names were in this table before and have no recorded output of an
-#   nsys >= 2023.1 here to check them against.
-# Old names of 2022.4.2 with no entry here are in NSYS_REPORTS_KEPT_AS_IS: their new names are not sourced, so they
-# keep the old one (a result from a newer nsys then carries a different name for the same report).
+# - every NEW name (value), all 32, is a report of NVIDIA's "Post-Collection Analysis Guide", section "Statistical
+#   Reports Shipped With Nsight Systems" (https://docs.nvidia.com/nsight-systems/AnalysisGuide/index.html), which
+#   lists the reports by their current names, each with a description ("osrt_sum -- OS Runtime Summary"). Each old
+#   name was matched to the report the Guide describes as 2022.4.2's --help-reports describes it ("osrtsum -- OS
+#   Runtime Summary"); where the words differ (apigpusum, gpumemsizesum, gpumemtimesum, gpusum, kernexecsum,
+#   kernexectrace, dx11pixsum and dx12pixsum: "D3D11/D3D12" then, "DX11/DX12" now; openmpevtsum: "OpenMP Event
+#   Summary" then, "OpenMP Summary" now) by the output columns both list too. nvtxgpuproj ("NVTX range projection")
+#   is nvtx_gpu_proj_trace: the Guide gives it exactly the columns of 2022.4.2's nvtxgpuproj.py (Name, Projected
+#   Start, Projected Duration, Orig Start, ... RangeStack), while nvtx_gpu_proj_sum is a per-name summary;
+# - cross-check: a real nsys 2023.1.2 `nsys stats` run (published in a public project) runs the same 19 default
+#   reports in the same order as 2022.4.2 (tests/data/nvidia-real/nsys-2022.4.2-demo/nsys-stats-output.txt) with
+#   the same SKIPPED reasons (but um_sum's and um_total_sum's), under the new names: nvtx_sum, osrt_sum,
+#   cuda_api_sum, cuda_gpu_kern_sum, cuda_gpu_mem_time_sum, cuda_gpu_mem_size_sum, openmp_sum, opengl_khr_range_sum,
+#   opengl_khr_gpu_range_sum, vulkan_marker_sum, vulkan_gpu_marker_sum, dx11_pix_sum, dx12_gpu_marker_sum,
+#   dx12_pix_sum, wddm_queue_sum, um_sum, um_total_sum, um_cpu_page_faults_sum, openacc_sum.
+#   ../shared/fixtures/nvidia-profilers holds a recorded cuda_gpu_kern_sum too.
+# A same-named report may have changed its columns since: 2022.4.2's gpukernsum has GridXYZ and BlockXYZ, the
+# Guide's cuda_gpu_kern_sum does not (they moved to a new report, cuda_gpu_kern_gb_sum).
 NSYS_REPORT_ALIASES: Dict[str, str] = {
     "apigpusum": "cuda_api_gpu_sum",
     "cudaapisum": "cuda_api_sum",
     "cudaapitrace": "cuda_api_trace",
+    "dx11pixsum": "dx11_pix_sum",
+    "dx12gpumarkersum": "dx12_gpu_marker_sum",
+    "dx12pixsum": "dx12_pix_sum",
     "gpukernsum": "cuda_gpu_kern_sum",
     "gpumemsizesum": "cuda_gpu_mem_size_sum",
     "gpumemtimesum": "cuda_gpu_mem_time_sum",
@@ -51,35 +67,30 @@ NSYS_REPORT_ALIASES: Dict[str, str] = {
     "gputrace": "cuda_gpu_trace",
     "kernexecsum": "cuda_kern_exec_sum",
     "kernexectrace": "cuda_kern_exec_trace",
-    "nvtxsum": "nvtx_sum",
+    "khrdebuggpusum": "opengl_khr_gpu_range_sum",
+    "khrdebugsum": "opengl_khr_range_sum",
+    "nvtxgpuproj": "nvtx_gpu_proj_trace",
     "nvtxkernsum": "nvtx_kern_sum",
+    "nvtxppsum": "nvtx_pushpop_sum",
+    "nvtxpptrace": "nvtx_pushpop_trace",
+    "nvtxsesum": "nvtx_startend_sum",
+    "nvtxsum": "nvtx_sum",
+    "openaccsum": "openacc_sum",
     "openmpevtsum": "openmp_sum",
     "osrtsum": "osrt_sum",
     "umcpupagefaults": "um_cpu_page_faults_sum",
     "unifiedmemory": "um_sum",
     "unifiedmemorytotals": "um_total_sum",
+    "vulkanapisum": "vulkan_api_sum",
+    "vulkanapitrace": "vulkan_api_trace",
+    "vulkangpumarkersum": "vulkan_gpu_marker_sum",
     "vulkanmarkerssum": "vulkan_marker_sum",
+    "wddmqueuesdetails": "wddm_queue_sum",
 }
 
-# Reports of nsys 2022.4.2 (its --help-reports) knowingly left under their old name: no source for the new one.
-NSYS_REPORTS_KEPT_AS_IS: FrozenSet[str] = frozenset(
-    {
-        "dx11pixsum",
-        "dx12gpumarkersum",
-        "dx12pixsum",
-        "khrdebuggpusum",
-        "khrdebugsum",
-        "nvtxgpuproj",
-        "nvtxppsum",
-        "nvtxpptrace",
-        "nvtxsesum",
-        "openaccsum",
-        "vulkanapisum",
-        "vulkanapitrace",
-        "vulkangpumarkersum",
-        "wddmqueuesdetails",
-    }
-)
+# Reports of nsys 2022.4.2 (its --help-reports) knowingly left under their old name, for want of a source for the new
+# one. None now: the Guide above names all 32.
+NSYS_REPORTS_KEPT_AS_IS: FrozenSet[str] = frozenset()
 
 _INT = re.compile(r"[-+]?\d+\Z")
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\Z")
