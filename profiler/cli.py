@@ -8,7 +8,6 @@ Exit codes: 0 profiling worked (every run complete) · 1 profiling failed or a r
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sys
@@ -18,6 +17,7 @@ from types import FrameType
 from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple
 
 from . import __version__
+from .cli_store import add_store_options, add_store_parsers, cmd_ingest, cmd_runs, store_session
 from .doctor import diagnose
 from .engine import connect
 from .errors import DockerUnavailable, SpecError, WaapError
@@ -27,6 +27,7 @@ from .live import LiveMetrics, parse_address
 from .pipeline.params import PARAMETERS, build_budget_s, profile_from_parameters, with_docker_args
 from .profile import Profile
 from .reaper import Reaped, reap
+from .rundir import read_json_object
 from .runner import Observer, RunInfo, Runner, RunResult, SessionResult
 from .spec import load_profile, profile_from_args
 from .summary import SUMMARY, format_highlights, format_table
@@ -131,6 +132,7 @@ def _add_run_parser(sub: Any) -> None:
                         "(see docs/docker-args.md)")
     p.add_argument("--live", metavar="HOST:PORT", type=parse_address,
                    help="serve current values in Prometheus text format during the run (e.g. 127.0.0.1:9464)")
+    add_store_options(p)
 
 
 def _add_agent_parser(sub: Any) -> None:
@@ -160,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_parser(sub)
     _add_agent_parser(sub)
     _add_jenkins_parser(sub)
+    add_store_parsers(sub)
     sub.add_parser("doctor", help="report what this machine can profile")
     sub.add_parser("reap", help="remove containers and networks left behind by runners that died")
     return parser
@@ -200,14 +203,6 @@ def _summary(session: SessionResult, out: TextIO) -> None:
     out.write(f"Results: {session.path}\n")
 
 
-def _read_json(path: Path) -> Dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def _tool_lines(entry: Dict[str, Any]) -> List[str]:
     """What a profiling tool left, as the manifest's ``tools`` entry says (docs/run-directory.md)."""
     name = entry.get("name", "?")
@@ -230,9 +225,9 @@ def _tool_lines(entry: Dict[str, Any]) -> List[str]:
 
 def _run_metrics(run: RunResult, out: TextIO) -> None:
     """The key metrics of a run, its collectors that did not work (with why) and what its profiling tool left."""
-    summary = _read_json(run.info.path / SUMMARY)
+    summary = read_json_object(run.info.path / SUMMARY)
     table = format_table(summary) if summary else ""
-    manifest = _read_json(run.info.path / "manifest.json")
+    manifest = read_json_object(run.info.path / "manifest.json")
     notes = [
         f"{c.get('name')}: {c.get('status')} ({c.get('reason', '')})"
         for c in manifest.get("collectors", [])
@@ -254,6 +249,8 @@ def _cmd_run(ns: argparse.Namespace, out: TextIO) -> int:
 
         profile = with_docker_args(profile, ns.docker_args, DockerPolicy.from_env())
     session, interrupted = _profile_session(profile, ns, out)
+    if session.runs and not ns.no_store:
+        store_session(session.path, ns.output, ns.store, out)
     if interrupted and not session.runs:
         return EXIT_INTERRUPTED
     return EXIT_OK if session.ok else EXIT_FAILED
@@ -410,7 +407,7 @@ def main(argv: Optional[Sequence[str]] = None, *, out: TextIO = sys.stdout, err:
     parser = build_parser()
     ns = parser.parse_args(argv)
     commands = {"run": _cmd_run, "agent": _cmd_agent, "jenkins": _cmd_jenkins, "doctor": _cmd_doctor,
-                "reap": _cmd_reap}
+                "reap": _cmd_reap, "ingest": cmd_ingest, "runs": cmd_runs}
     if ns.command is None:
         parser.print_help(out)
         return EXIT_USAGE

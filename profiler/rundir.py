@@ -25,7 +25,9 @@ __all__ = [
     "SCHEMA_VERSION",
     "JsonlWriter",
     "RunDir",
+    "iter_jsonl",
     "now_ns",
+    "read_json_object",
     "read_jsonl",
     "read_manifest",
     "write_json_atomic",
@@ -102,9 +104,9 @@ def _ends_torn(path: Path) -> bool:
         return False
 
 
-def read_jsonl(path: Path) -> List[Dict[str, Any]]:
-    """Every complete record of a JSON Lines file; a torn or unparsable line (a kill mid-write) is dropped."""
-    records: List[Dict[str, Any]] = []
+def iter_jsonl(path: Path) -> Iterator[Dict[str, Any]]:
+    """Each complete record of a JSON Lines file, read as it goes; a torn or unparsable line (a kill mid-write) is
+    dropped. A missing file has no records."""
     try:
         with open(path, encoding="utf-8", errors="replace") as fh:
             for line in fh:
@@ -115,10 +117,24 @@ def read_jsonl(path: Path) -> List[Dict[str, Any]]:
                 except ValueError:
                     continue
                 if isinstance(value, dict):
-                    records.append(value)
+                    yield value
     except FileNotFoundError:
-        return []
-    return records
+        return
+
+
+def read_jsonl(path: Path) -> List[Dict[str, Any]]:
+    """Every complete record of a JSON Lines file; a torn or unparsable line (a kill mid-write) is dropped."""
+    return list(iter_jsonl(path))
+
+
+def read_json_object(path: Path) -> Dict[str, Any]:
+    """A JSON file holding an object, or ``{}`` when it is missing, unreadable or something else: for readers that
+    show what they can (summaries, session files) and must not fail on a damaged run directory."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8", errors="replace"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def read_manifest(run_dir: Path) -> Dict[str, Any]:

@@ -15,7 +15,6 @@ Exit codes:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import sys
@@ -38,6 +37,8 @@ from .pipeline.client import (
 )
 from .pipeline.params import DEFAULTS, MAX_VALUE_BYTES, check_parameters, profile_from_parameters
 from .pipeline.settings import DEFAULT_JOB, JenkinsSettings, SettingsError, load_settings
+from .rundir import read_json_object
+from .store import ResultStore, StoreError, store_path
 
 __all__ = ["EXIT_CODES", "main"]
 
@@ -72,8 +73,8 @@ Jenkins settings: JENKINS_URL, JENKINS_USER and JENKINS_TOKEN (an API token) fro
 token (and job, timeout) in the [jenkins] section of --config / $WAAP_JENKINS_CONFIG / ~/.config/waap/jenkins.ini,
 a file only you may read (chmod 600). The token is never taken from the command line and never printed.
 
---store (ingesting the results into a results store) is not available yet: the artifacts are downloaded to
---output, where `waap` commands can read them.
+The artifacts are downloaded to --output; --store FILE also records their runs in a SQLite results store
+(docs/store.md), e.g. --store results/waap.db, the one `waap run` and `waap runs` use.
 
 Exit codes: 0 SUCCESS (or queued, with --no-wait) · 1 FAILURE/ABORTED, or artifacts unusable · 2 invalid input,
 nothing sent · 3 Jenkins not configured/unreachable, credentials or permission refused, job missing or outdated
@@ -112,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--abort-on-interrupt", action="store_true",
                    help="on Ctrl-C, cancel the queue item or abort the build (default: leave it running)")
     p.add_argument("--config", type=Path, metavar="FILE", help="the Jenkins settings file (see below)")
-    p.add_argument("--store", metavar="URL", help="not available yet: ingest the results into a results store")
+    p.add_argument("--store", metavar="FILE",
+                   help="also record the downloaded runs in this SQLite results store (e.g. results/waap.db)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
     return p
 
@@ -265,14 +267,6 @@ def _default_output(job: str, number: int) -> Path:
     return candidate
 
 
-def _read_json(path: Path) -> Dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def print_summary(info: Mapping[str, Any], build: Build, dest: Optional[Path], files: Sequence[Path],
                   out: TextIO) -> None:
     """The build's result, then per run directory: status, stop reason, exit code, and its key metrics."""
@@ -289,7 +283,7 @@ def print_summary(info: Mapping[str, Any], build: Build, dest: Optional[Path], f
         return
     rows = [("run", "status", "stop reason", "exit code", "duration")]
     for path in manifests:
-        m = _read_json(path)
+        m = read_json_object(path)
         code = m.get("exit_code")
         seconds = m.get("duration_s")
         rows.append((
@@ -302,7 +296,7 @@ def print_summary(info: Mapping[str, Any], build: Build, dest: Optional[Path], f
     for row in rows:
         out.write("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() + "\n")
     for path in manifests:
-        summary = _read_json(path.parent / "summary.json")
+        summary = read_json_object(path.parent / "summary.json")
         if not summary:
             continue
         from .summary import format_table  # only when there is something to show: it loads the collectors
@@ -313,9 +307,20 @@ def print_summary(info: Mapping[str, Any], build: Build, dest: Optional[Path], f
             out.write("\n".join("  " + line for line in table.splitlines()) + "\n")
 
 
-def ingest(run_dirs: Sequence[Path], store: Optional[str]) -> None:
-    """Extension point: put downloaded run directories into a results store. WaAP has no store yet (see the
-    DESIGN's ``store`` module), so ``--store`` is refused before anything is sent and this does nothing."""
+def ingest(run_dirs: Sequence[Path], store: Optional[str], out: TextIO, err: TextIO) -> None:
+    """Record the downloaded run directories in the results store ``store`` (when given). A store that fails is
+    reported, not fatal: the build's outcome stands and the artifacts are on disk for ``waap ingest``."""
+    if store is None or not run_dirs:
+        return
+    try:
+        with ResultStore(store_path(store)) as s:
+            report = s.ingest(run_dirs, now_ns=time.time_ns())
+    except StoreError as e:
+        err.write(f"waap-submit: not stored: {e}\n")
+        return
+    for path, why in report.skipped:
+        err.write(f"waap-submit: not stored: {path}: {why}\n")
+    out.write(f"Stored {len(report.stored)} run(s) in {store}\n")
 
 
 def _submit(ns: argparse.Namespace, values: Dict[str, str], settings: JenkinsSettings, out: TextIO,
@@ -363,7 +368,7 @@ def _submit(ns: argparse.Namespace, values: Dict[str, str], settings: JenkinsSet
             dest = ns.output if ns.output is not None else _default_output(job, build.number)
             files = client.download_artifacts(build, dest, info=info)
             print_summary(info, build, dest if files else None, files, out)
-            ingest(sorted({p.parent for p in files if p.name == "manifest.json"}), ns.store)
+            ingest(sorted({p.parent for p in files if p.name == "manifest.json"}), ns.store, out, err)
             return EXIT_CODES.get(result, EXIT_FAILED)
         except BuildCancelled as e:
             progress.clear()
@@ -409,8 +414,10 @@ def main(argv: Optional[Sequence[str]] = None, *, out: TextIO = sys.stdout, err:
     ns = parser.parse_args(argv)
     try:
         if ns.store is not None:
-            raise Usage("--store is not available yet: WaAP has no results store; the artifacts are downloaded to "
-                        "--output")
+            try:
+                store_path(ns.store)
+            except StoreError as e:
+                raise Usage(f"--store: {e}") from None
         if ns.poll <= 0 or (ns.wait_timeout is not None and ns.wait_timeout <= 0):
             raise Usage("--poll and --wait-timeout take a number of seconds > 0")
         values = collect_parameters(ns)

@@ -13,3 +13,7 @@ say "profiling the demo plugin ($WAAP_DEMO_IMAGE): two targets, about 20 s"
 .venv/bin/waap run --profile examples/objcounter/profile.yaml --output "$output" "$@" \
     || die "the demo profile failed (exit status $?); partial results, if any, are in $output/"
 say "results are in $(cd "$output" && pwd)/"
+if [ -f "$output/waap.db" ]; then
+    say "the embedded results store, $output/waap.db (docs/store.md), now holds:"
+    .venv/bin/waap runs --store "$output/waap.db" --limit 10 || die "cannot read the results store $output/waap.db"
+fi

@@ -14,6 +14,7 @@ from typing import Any, Dict, Iterator, List, Optional
 import pytest
 
 from profiler.pipeline.params import PARAMETERS
+from profiler.store import ResultStore
 from profiler.submit_cli import EXIT_CODES
 
 from .conftest import REPO_ROOT
@@ -73,6 +74,23 @@ def test_a_successful_profile(fake: FakeJenkins, tmp_path: Path) -> None:
     assert received(fake) == {"app_name": IMAGE, "app_args": ARGS, "timeout": "60"}
     assert fake.builds(JOB)[0].params["app_args"] == ARGS
     assert fake.builds(JOB)[0].params["metrics"] == next(p.default for p in PARAMETERS if p.name == "metrics")
+
+
+def test_store_records_the_downloaded_runs(fake: FakeJenkins, tmp_path: Path) -> None:
+    store = tmp_path / "results" / "waap.db"
+    r = submit(fake, tmp_path, "--app-name", IMAGE, "--timeout", "60", "--store", str(store))
+    assert r.returncode == 0, r.stderr
+    assert f"Stored 1 run(s) in {store}" in r.stdout
+    with ResultStore(store) as s:
+        [run] = s.runs()
+    assert (run["run_id"], run["image"], run["status"], run["stop_reason"]) == (
+        "20260101T000000Z-000001-r1", IMAGE, "complete", "exited")
+    # a store that cannot be written does not change the build's outcome
+    (tmp_path / "blocker").write_text("a file where the store's folder would be")
+    r = submit(fake, tmp_path, "--app-name", IMAGE, "--timeout", "60", "--output", str(tmp_path / "second"),
+               "--store", str(tmp_path / "blocker" / "waap.db"))
+    assert r.returncode == 0, r.stderr
+    assert "waap-submit: not stored: cannot open the store" in r.stderr
 
 
 @pytest.mark.parametrize(
@@ -162,7 +180,7 @@ def test_a_job_from_an_older_template(fake: FakeJenkins, tmp_path: Path) -> None
         (["--interval", "-1"], "interval"),
         (["--app-args", "a\nb"], "single line"),
         (["--param", "app_name=other"], "given twice"),
-        (["--store", "postgresql://db"], "--store is not available yet"),
+        (["--store", "postgresql://db"], "--store: unsupported store postgresql://"),
         (["--profile", "missing.yaml"], "cannot read the profile"),
     ],
 )

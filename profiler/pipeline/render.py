@@ -89,7 +89,7 @@ class Deployment:
     # extra `docker run` options of the profiler container: what the container collector needs (docs/cli.md)
     docker_extras: Tuple[str, ...] = ("--pid", "host", "--cgroupns", "host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:ro")
     publish_html: bool = False  # needs the HTML Publisher plugin
-    store_url: str = ""  # results store to ingest into (placeholder until `waap ingest` exists)
+    store_url: str = ""  # networked results store to ingest into (a placeholder: only SQLite stores exist yet)
     keep_builds: int = 50  # 0 keeps every build
     sandbox: bool = True  # run the pipeline in the Groovy sandbox
 
